@@ -1,0 +1,5 @@
+//! The annals showcase bank: accounts with deposits and withdrawals, written with the
+//! derive macros and run unchanged on the in-memory store or on Kafka.
+
+pub mod demo;
+pub mod domain;
