@@ -24,6 +24,7 @@ mod kafka;
 mod options;
 mod reader;
 mod store;
+pub mod subscription;
 pub mod topics;
 mod txn;
 pub mod wire;
