@@ -173,6 +173,15 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The command arrived after its deadline (see [`crate::Metadata::DEADLINE`]); it
+    /// took no effect.
+    #[error("command to {aggregate} arrived after its deadline {deadline}")]
+    DeadlinePassed {
+        /// The aggregate addressed.
+        aggregate: AggregateRef,
+        /// The deadline it carried.
+        deadline: chrono::DateTime<chrono::Utc>,
+    },
     /// The store did not answer in time. The operation may or may not have taken effect;
     /// retrying with the same command id is safe where commands are deduplicated.
     #[error("{operation} timed out after {after:?}")]

@@ -61,6 +61,28 @@ pub struct Metadata {
 }
 
 impl Metadata {
+    /// The extension that carries a command's deadline (RFC 3339). Stores refuse a
+    /// command handled after it, so a sender that waited past the deadline can learn for
+    /// certain, by sending the same command id again, whether the command took effect.
+    pub const DEADLINE: &'static str = "annals.deadline";
+
+    /// Sets the deadline after which the command must not take effect.
+    #[must_use]
+    pub fn with_deadline(self, deadline: chrono::DateTime<chrono::Utc>) -> Self {
+        self.with_extension(
+            Self::DEADLINE,
+            deadline.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        )
+    }
+
+    /// The command's deadline, if it has a readable one.
+    pub fn deadline(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.extensions
+            .get(Self::DEADLINE)
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map(|d| d.with_timezone(&chrono::Utc))
+    }
+
     /// Metadata for a new request: the command starts its own correlation and causes
     /// itself.
     pub fn new(actor: Actor, command_id: CommandId) -> Self {

@@ -323,6 +323,14 @@ impl<A: Aggregate> AggregateRepository<A> {
             }));
         }
         let now = self.clock.now();
+        if let Some(deadline) = metadata.deadline()
+            && now > deadline
+        {
+            return Err(CommandError::Store(Error::DeadlinePassed {
+                aggregate,
+                deadline,
+            }));
+        }
         let ctx = CommandContext::new(now, metadata.clone());
         let events = loaded
             .state

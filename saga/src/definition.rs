@@ -50,7 +50,7 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// A typed command for aggregate type `A`.
-    pub fn to<A: Aggregate>(command: &A::Command) -> Result<Self, serde_json::Error> {
+    pub fn to<A: Aggregate>(command: &A::Command) -> Result<Self, BuildError> {
         Ok(Self {
             aggregate_type: A::TYPE.to_owned(),
             aggregate_id: command.aggregate_id(),
@@ -83,8 +83,11 @@ impl RetryPolicy {
     }
 }
 
+/// Why a step's command could not be built (it did not serialize).
+pub type BuildError = serde_json::Error;
+
 /// Builds the command of a step (or of its compensation) from the saga's input.
-pub type CommandFn<I> = fn(&I) -> Result<Outgoing, serde_json::Error>;
+pub type CommandFn<I> = fn(&I) -> Result<Outgoing, BuildError>;
 
 /// One step of a saga.
 #[derive(Debug)]

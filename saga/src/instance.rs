@@ -171,6 +171,39 @@ pub enum SagaEvent<I> {
 }
 
 impl<I> SagaEvent<I> {
+    /// A short description for logs and trails, naming steps by `steps`.
+    pub fn describe<S>(&self, steps: &[crate::Step<S>]) -> String {
+        let name = |i: &usize| steps.get(*i).map_or("?", |s| s.name);
+        match self {
+            SagaEvent::Started { .. } => "started".to_owned(),
+            SagaEvent::CommandSent {
+                step,
+                direction: Direction::Forward,
+                attempt,
+                ..
+            } => format!("{} sent (attempt {attempt})", name(step)),
+            SagaEvent::CommandSent { step, attempt, .. } => {
+                format!("undo {} sent (attempt {attempt})", name(step))
+            }
+            SagaEvent::CommandResent { step, resends, .. } => {
+                format!("{} resent ({resends})", name(step))
+            }
+            SagaEvent::StepSucceeded { step } => format!("{} done", name(step)),
+            SagaEvent::StepFailed { step, reason, .. } => {
+                format!("{} failed ({reason})", name(step))
+            }
+            SagaEvent::CompensationSucceeded { step } => format!("{} undone", name(step)),
+            SagaEvent::CompensationFailed { step, reason, .. } => {
+                format!("undo {} failed ({reason})", name(step))
+            }
+            SagaEvent::Completed => "completed".to_owned(),
+            SagaEvent::Compensated { .. } => "compensated".to_owned(),
+            SagaEvent::Stuck { reason } => format!("stuck ({reason})"),
+            SagaEvent::Resumed => "resumed".to_owned(),
+            SagaEvent::Abandoned { reason } => format!("abandoned ({reason})"),
+        }
+    }
+
     /// The command this event sends, if any.
     pub fn outgoing(&self) -> Option<(CommandId, &Outgoing, Option<DateTime<Utc>>)> {
         match self {
@@ -382,8 +415,8 @@ where
 #[serde(bound = "E: Serialize + serde::de::DeserializeOwned")]
 pub enum SagaRejection<E> {
     /// The input is invalid; nothing was started.
-    #[error("invalid input")]
-    Invalid(#[source] E),
+    #[error("invalid input: {0}")]
+    Invalid(E),
     /// `Start` for an instance that exists.
     #[error("saga already started")]
     AlreadyStarted,

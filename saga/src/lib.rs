@@ -23,9 +23,11 @@
 pub mod decide;
 pub mod definition;
 pub mod instance;
+pub mod runner;
 
-pub use definition::{CommandFn, Outgoing, RetryPolicy, Saga, Step};
+pub use definition::{BuildError, CommandFn, Outgoing, RetryPolicy, Saga, Step};
 pub use instance::{
     Direction, SagaCommand, SagaEvent, SagaInstance, SagaRejection, SagaStatus, StepOutcome,
     step_command_id,
 };
+pub use runner::{Participant, SagaRunner};

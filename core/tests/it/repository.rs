@@ -141,3 +141,29 @@ async fn concurrent_commands_are_decided_again_after_a_conflict() {
     assert_eq!(loaded.state.value, 10);
     assert_eq!(loaded.version, Version(10));
 }
+
+#[tokio::test]
+async fn a_command_past_its_deadline_is_refused_and_stores_nothing() {
+    let start = chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("valid");
+    let clock = Arc::new(ManualClock::new(start));
+    let repo = repo().with_clock(clock.clone());
+    let deadline = start + chrono::TimeDelta::seconds(5);
+    let m = meta().with_deadline(deadline);
+    assert_eq!(m.deadline(), Some(deadline));
+    repo.execute(inc(1), m.clone()).await.expect("in time");
+    clock.advance(chrono::TimeDelta::seconds(6));
+    let err = repo
+        .execute(inc(1), meta().with_deadline(deadline))
+        .await
+        .expect_err("too late");
+    assert!(
+        matches!(err, CommandError::Store(Error::DeadlinePassed { deadline: d, .. }) if d == deadline),
+        "{err:?}"
+    );
+    let loaded = repo.load(&AggregateId::new("c-1")).await.expect("load");
+    assert_eq!(
+        loaded.version,
+        Version(1),
+        "the late command stored nothing"
+    );
+}

@@ -10,7 +10,12 @@ use annals_kafka_store::{CommandBus, CommandProcessor, KafkaEventStore, KafkaSto
 use anyhow::Context as _;
 use std::time::Duration;
 
-use crate::domain::{Account, AccountCommand, AccountError, Currency, Money};
+use annals_core::Aggregate as _;
+use annals_saga::{Outgoing, Participant, Saga as _, SagaRunner, StepOutcome};
+
+use crate::domain::{
+    Account, AccountCommand, AccountError, Currency, Money, Transfer, TransferRequest,
+};
 
 fn meta(actor: &str) -> Metadata {
     Metadata::new(Actor::new(actor), CommandId(uuid::Uuid::now_v7()))
@@ -37,7 +42,119 @@ async fn run_in_memory() -> anyhow::Result<()> {
     println!("annals bank demo — store: in-memory (set KAFKA_BROKERS to run it on Kafka)\n");
     let accounts = AggregateRepository::<Account>::new(store.clone());
     run_accounts(&accounts).await?;
+    run_transfers_in_memory(&store, &accounts).await?;
     show_tamper_detection(&memory, &accounts).await?;
+    Ok(())
+}
+
+/// A participant that lets the demo act as a second user: just before the credit of a
+/// chosen transfer reaches its target, compliance freezes that target.
+struct FreezeBeforeCredit {
+    accounts: AggregateRepository<Account>,
+    target: String,
+}
+
+#[async_trait::async_trait]
+impl Participant for FreezeBeforeCredit {
+    async fn handle(&self, command: &Outgoing, metadata: Metadata) -> Option<StepOutcome> {
+        let is_credit =
+            command.aggregate_id.as_str() == self.target && command.command_type == "Deposit";
+        if is_credit {
+            let frozen = self
+                .accounts
+                .execute(
+                    AccountCommand::Freeze {
+                        account: self.target.clone(),
+                        reason: "compliance review".into(),
+                    },
+                    meta("user:compliance"),
+                )
+                .await;
+            if frozen.is_ok() {
+                println!("  (meanwhile compliance freezes {})", self.target);
+            }
+        }
+        self.accounts.handle(command, metadata).await
+    }
+}
+
+async fn run_transfers_in_memory(
+    store: &Arc<dyn EventStore>,
+    accounts: &AggregateRepository<Account>,
+) -> anyhow::Result<()> {
+    println!("\n== transfers: sagas with compensation ==");
+    for (id, owner) in [("carol", "Carol"), ("dave", "Dave")] {
+        accounts
+            .execute(
+                AccountCommand::Open {
+                    account: id.into(),
+                    owner: owner.into(),
+                    currency: Currency::EUR,
+                },
+                meta("user:teller"),
+            )
+            .await
+            .with_context(|| format!("opening {id}"))?;
+    }
+    let participant = Arc::new(FreezeBeforeCredit {
+        accounts: accounts.clone(),
+        target: "dave".into(),
+    });
+    let transfers = SagaRunner::<Transfer>::new(AggregateRepository::new(store.clone()))
+        .with_participant(Account::TYPE, participant);
+    let requests = [
+        ("t-1", "alice", "carol", 2_500),
+        ("t-2", "alice", "dave", 1_000),
+    ];
+    for (id, from, to, minor) in requests {
+        let request = TransferRequest {
+            from: from.into(),
+            to: to.into(),
+            amount: eur(minor),
+        };
+        println!("transfer {id}: {from} -> {to} {}", request.amount);
+        let saga = transfers
+            .start(AggregateId::new(id), request, meta("user:alice"))
+            .await
+            .with_context(|| format!("transfer {id}"))?;
+        let events = transfers.sagas().events(&AggregateId::new(id)).await?;
+        let trail: Vec<String> = events
+            .iter()
+            .map(|e| e.payload.describe(Transfer::steps()))
+            .collect();
+        println!("  {:?}: {}", saga.status, trail.join(" > "));
+    }
+    let refused = transfers
+        .start(
+            AggregateId::new("t-3"),
+            TransferRequest {
+                from: "alice".into(),
+                to: "alice".into(),
+                amount: eur(100),
+            },
+            meta("user:alice"),
+        )
+        .await;
+    match refused {
+        Err(CommandError::Rejected(reason)) => {
+            println!("transfer t-3: alice -> alice: rejected before anything moved: {reason:#}");
+        }
+        other => anyhow::bail!("a transfer to oneself must be refused, got {other:?}"),
+    }
+    let mut total = 0;
+    print!("balances:");
+    for id in ["alice", "bob", "carol", "dave"] {
+        let balance = accounts.load(&AggregateId::new(id)).await?.state.balance();
+        total += balance;
+        print!(" {id} {}", eur(balance));
+    }
+    println!();
+    anyhow::ensure!(
+        total == 7_000,
+        "money must be conserved: 70.00 EUR deposited net, found {}",
+        eur(total)
+    );
+    println!("money conserved: the balances add up to the 70.00 EUR deposited net");
     Ok(())
 }
 

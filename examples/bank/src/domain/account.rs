@@ -45,6 +45,16 @@ pub enum AccountCommand {
         /// Why, for the audit trail.
         reason: String,
     },
+    /// Checks, without changing anything, that the account can receive this currency
+    /// (a transfer's first step, so that no money moves toward an account that cannot
+    /// take it).
+    VerifyCanReceive {
+        /// The account.
+        #[aggregate_id]
+        account: String,
+        /// The currency that would arrive.
+        currency: Currency,
+    },
     /// Closes an empty account for good.
     Close {
         /// The account.
@@ -240,6 +250,10 @@ impl Account {
                 Ok(vec![E::Frozen {
                     reason: reason.clone(),
                 }])
+            }
+            C::VerifyCanReceive { currency, .. } => {
+                self.check_movement(Money::new(1, *currency))?;
+                Ok(vec![])
             }
             C::Close { .. } => {
                 match self.status {

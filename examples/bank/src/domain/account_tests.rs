@@ -252,3 +252,29 @@ fn a_closed_account_accepts_nothing() {
         })
         .then_expect_rejection(AccountError::Closed);
 }
+
+#[test]
+fn verifying_a_receiver_changes_nothing_and_checks_the_rules() {
+    let verify = |currency| C::VerifyCanReceive {
+        account: ID.into(),
+        currency,
+    };
+    test()
+        .given([opened()])
+        .when(verify(Currency::EUR))
+        .then_expect_events(vec![]);
+    test()
+        .when(verify(Currency::EUR))
+        .then_expect_rejection(AccountError::NotOpen);
+    test()
+        .given([opened()])
+        .when(verify(Currency::USD))
+        .then_expect_rejection(AccountError::CurrencyMismatch {
+            account: Currency::EUR,
+            given: Currency::USD,
+        });
+    test()
+        .given([opened(), E::Frozen { reason: "x".into() }])
+        .when(verify(Currency::EUR))
+        .then_expect_rejection(AccountError::Frozen);
+}
