@@ -20,6 +20,7 @@
 
 pub mod command;
 mod error;
+pub mod inspect;
 mod kafka;
 mod options;
 mod reader;

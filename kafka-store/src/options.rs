@@ -152,6 +152,16 @@ impl KafkaStoreOptions {
         self
     }
 
+    /// The topic prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The brokers.
+    pub fn brokers(&self) -> &str {
+        &self.brokers
+    }
+
     /// The event topic of an aggregate type.
     pub fn events_topic(&self, aggregate_type: &str) -> String {
         format!("{}.{aggregate_type}.events", self.prefix)
