@@ -52,7 +52,8 @@ macro_rules! event_store_conformance {
 }
 
 fn at(n: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(1_767_225_600 + n, 0).unwrap_or_default()
+    // Nanoseconds on purpose: stores keep microseconds, and must agree with themselves.
+    DateTime::from_timestamp(1_767_225_600 + n, 123_456_789).unwrap_or_default()
 }
 
 /// An encoded test event with the given body.
@@ -119,6 +120,7 @@ pub async fn appends_and_reads_back_with_gapless_sequences_and_chained_hashes(
         assert_eq!(stored.payload, returned.payload);
         assert_eq!(stored.metadata, returned.metadata);
         assert_eq!(stored.occurred_at, returned.occurred_at);
+        assert_eq!(stored, &RawEnvelope { position: stored.position.clone(), ..returned.clone() });
     }
     let partitions = store.partition_count(t).await.expect("partition count");
     let expected_partition = Partition(partition_for(a.as_bytes(), partitions));
@@ -315,7 +317,7 @@ pub async fn aggregates_on_one_partition_stay_separate(store: &dyn EventStore) {
     }
 }
 
-/// Empty ids and empty appends are refused with a typed error.
+/// Empty ids, bad aggregate types and empty appends are refused with a typed error.
 pub async fn invalid_requests_are_refused(store: &dyn EventStore) {
     let t = "conf_invalid";
     let err = store
@@ -333,6 +335,16 @@ pub async fn invalid_requests_are_refused(store: &dyn EventStore) {
         .await
         .expect_err("no events");
     assert!(matches!(err, Error::InvalidRequest { .. }), "{err:?}");
+    for bad_type in ["Bank Account", "", "a.b", "UPPER"] {
+        let err = store
+            .append(bad_type, &id("a"), ExpectedVersion::Any, vec![event(1)])
+            .await
+            .expect_err("bad aggregate type");
+        assert!(
+            matches!(err, Error::InvalidRequest { .. }),
+            "type `{bad_type}`: {err:?}"
+        );
+    }
 }
 
 /// Writers racing at the same expected version: exactly one succeeds, the stream stays

@@ -111,7 +111,9 @@ impl UncommittedEvent {
             sequence,
             event_type: self.event_type,
             schema_version: self.schema_version,
-            occurred_at: self.occurred_at,
+            // The wire format carries microseconds; sealing at that precision makes the
+            // returned envelope equal to the one read back.
+            occurred_at: crate::clock::truncate_to_micros(self.occurred_at),
             metadata: self.metadata,
             position: None,
             prev_hash,

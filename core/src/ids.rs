@@ -193,6 +193,23 @@ pub struct AggregateRef {
 }
 
 impl AggregateRef {
+    /// Checks that an aggregate type can name topics: non-empty, `[a-z0-9_-]`, at most
+    /// 100 bytes.
+    pub fn validate_type(aggregate_type: &str) -> Result<(), String> {
+        let ok = !aggregate_type.is_empty()
+            && aggregate_type.len() <= 100
+            && aggregate_type
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "aggregate type `{aggregate_type}` must be 1 to 100 characters of [a-z0-9_-]"
+            ))
+        }
+    }
+
     /// Names an aggregate.
     pub fn new(aggregate_type: impl Into<String>, aggregate_id: AggregateId) -> Self {
         Self {

@@ -149,18 +149,12 @@ impl MemoryEventStore {
 }
 
 fn validate_aggregate_type(aggregate: &AggregateRef) -> Result<(), Error> {
-    let t = &aggregate.aggregate_type;
-    let ok = !t.is_empty()
-        && t.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidRequest {
+    AggregateRef::validate_type(&aggregate.aggregate_type).map_err(|reason| {
+        Error::InvalidRequest {
             aggregate: aggregate.clone(),
-            reason: format!("aggregate type `{t}` must be non-empty [a-z0-9_-]"),
-        })
-    }
+            reason,
+        }
+    })
 }
 
 /// Verifies events in order, stopping at the first failure.
