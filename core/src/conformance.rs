@@ -120,7 +120,13 @@ pub async fn appends_and_reads_back_with_gapless_sequences_and_chained_hashes(
         assert_eq!(stored.payload, returned.payload);
         assert_eq!(stored.metadata, returned.metadata);
         assert_eq!(stored.occurred_at, returned.occurred_at);
-        assert_eq!(stored, &RawEnvelope { position: stored.position.clone(), ..returned.clone() });
+        assert_eq!(
+            stored,
+            &RawEnvelope {
+                position: stored.position.clone(),
+                ..returned.clone()
+            }
+        );
     }
     let partitions = store.partition_count(t).await.expect("partition count");
     let expected_partition = Partition(partition_for(a.as_bytes(), partitions));

@@ -149,11 +149,9 @@ impl MemoryEventStore {
 }
 
 fn validate_aggregate_type(aggregate: &AggregateRef) -> Result<(), Error> {
-    AggregateRef::validate_type(&aggregate.aggregate_type).map_err(|reason| {
-        Error::InvalidRequest {
-            aggregate: aggregate.clone(),
-            reason,
-        }
+    AggregateRef::validate_type(&aggregate.aggregate_type).map_err(|reason| Error::InvalidRequest {
+        aggregate: aggregate.clone(),
+        reason,
     })
 }
 
