@@ -16,6 +16,8 @@ use annals_saga::{Outgoing, Participant, Saga as _, SagaRunner, StepOutcome};
 use crate::domain::{
     Account, AccountCommand, AccountError, Currency, Money, Transfer, TransferRequest,
 };
+use crate::http;
+use crate::service::{Bank, InProcessTransfers};
 
 fn meta(actor: &str) -> Metadata {
     Metadata::new(Actor::new(actor), CommandId(uuid::Uuid::now_v7()))
@@ -43,7 +45,55 @@ async fn run_in_memory() -> anyhow::Result<()> {
     let accounts = AggregateRepository::<Account>::new(store.clone());
     run_accounts(&accounts).await?;
     run_transfers_in_memory(&store, &accounts).await?;
+    show_http_api(&store, &accounts).await?;
     show_tamper_detection(&memory, &accounts).await?;
+    Ok(())
+}
+
+/// Serves the HTTP API on a free local port and calls it over a real socket.
+async fn show_http_api(
+    store: &Arc<dyn EventStore>,
+    accounts: &AggregateRepository<Account>,
+) -> anyhow::Result<()> {
+    println!("\n== the HTTP API ==");
+    let runner = SagaRunner::<Transfer>::new(AggregateRepository::new(store.clone()))
+        .with_participant(Account::TYPE, Arc::new(accounts.clone()));
+    let bank = Bank::new(
+        Arc::new(accounts.clone()),
+        accounts.clone(),
+        Arc::new(InProcessTransfers { runner }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding a local port")?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move { axum::serve(listener, http::router(bank)).await });
+    println!("serving on http://{addr}");
+    let calls: [(&str, &str, Option<serde_json::Value>); 3] = [
+        (
+            "POST",
+            "/transfers",
+            Some(serde_json::json!({
+                "id": "t-4", "from": "carol", "to": "alice",
+                "amount": { "minor": 500, "currency": "EUR" }
+            })),
+        ),
+        ("GET", "/accounts/carol", None),
+        (
+            "POST",
+            "/accounts/carol/withdrawals",
+            Some(serde_json::json!({ "amount": { "minor": 1_000_000, "currency": "EUR" } })),
+        ),
+    ];
+    for (method, path, body) in calls {
+        let (status, json) = http::client::request(addr, method, path, body.as_ref()).await?;
+        let shown = match json.get("trail") {
+            Some(_) => format!("status {}", json["status"]),
+            None => json.to_string(),
+        };
+        println!("{method:>4} {path:<28} -> {status} {shown}");
+    }
+    server.abort();
     Ok(())
 }
 

@@ -3,3 +3,5 @@
 
 pub mod demo;
 pub mod domain;
+pub mod http;
+pub mod service;

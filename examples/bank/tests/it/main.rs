@@ -1,0 +1,3 @@
+//! Tests of the bank example: the HTTP API over a real socket.
+
+mod http;
