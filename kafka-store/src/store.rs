@@ -103,7 +103,7 @@ impl KafkaEventStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = (aggregate_type.to_owned(), partition);
         let mut request = request;
-        // At most two tries: a writer that stopped (fenced) is replaced once.
+        // At most two tries: a writer whose thread ended is replaced once.
         for _ in 0..2 {
             let handle = match writers.get(&key) {
                 Some(h) if h.is_alive() => h,
@@ -192,6 +192,7 @@ impl EventStore for KafkaEventStore {
             aggregate: aggregate.clone(),
             reason,
         };
+        AggregateRef::validate_type(aggregate_type).map_err(&invalid)?;
         if let Err(reason) = aggregate_id.validate() {
             return Err(invalid(reason.to_owned()));
         }
