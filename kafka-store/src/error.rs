@@ -25,6 +25,17 @@ pub enum KafkaStoreError {
         /// Its cleanup policy.
         policy: String,
     },
+    /// The broker does not report an event topic's retention or cleanup policy, so the
+    /// store cannot tell whether the topic keeps its events.
+    #[error(
+        "event topic `{topic}`: the broker does not report {missing}, so the store cannot verify that the topic keeps its events; set them on the topic (cleanup.policy=delete, retention.ms=-1) or opt in with allow_unverified_topic_config(true)"
+    )]
+    UnverifiedTopic {
+        /// The topic.
+        topic: String,
+        /// The settings the broker did not report.
+        missing: String,
+    },
     /// A topic could not be created or described.
     #[error("topic `{topic}`: {reason}")]
     Topic {

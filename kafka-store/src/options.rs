@@ -24,6 +24,7 @@ pub struct KafkaStoreOptions {
     pub(crate) partitions: u32,
     pub(crate) replication_factor: i32,
     pub(crate) allow_finite_retention: bool,
+    pub(crate) allow_unverified_topic_config: bool,
     pub(crate) operation_timeout: Duration,
     pub(crate) transaction_timeout: Duration,
     pub(crate) max_batch: usize,
@@ -45,6 +46,7 @@ impl KafkaStoreOptions {
             partitions: 8,
             replication_factor: 1,
             allow_finite_retention: false,
+            allow_unverified_topic_config: false,
             operation_timeout: Duration::from_secs(30),
             transaction_timeout: Duration::from_secs(60),
             max_batch: 512,
@@ -100,6 +102,18 @@ impl KafkaStoreOptions {
         self
     }
 
+    /// Accepts an existing event topic whose retention and cleanup policy the broker does
+    /// not report. Off by default: such a topic is refused, since nothing shows that it
+    /// keeps its events. Apache Kafka reports every topic's configuration; some brokers
+    /// report only what was set when the topic was created (Tansu; docs/kafka-brokers.md),
+    /// so a topic created without settings, or auto-created, cannot be verified there.
+    /// Topics the store creates itself always carry their settings.
+    #[must_use]
+    pub fn allow_unverified_topic_config(mut self, allow: bool) -> Self {
+        self.allow_unverified_topic_config = allow;
+        self
+    }
+
     /// Timeout of each broker operation (init, commit, metadata).
     #[must_use]
     pub fn operation_timeout(mut self, timeout: Duration) -> Self {
@@ -122,8 +136,11 @@ impl KafkaStoreOptions {
         self
     }
 
-    /// Largest payload accepted, in bytes (default 1,000,000, below Kafka's default
-    /// record limit). Larger appends are refused before anything is written.
+    /// Largest record accepted, in bytes: an event's payload with its key and headers
+    /// ([`crate::wire::record_size`]), or a command (default 1,000,000, librdkafka's
+    /// default `message.max.bytes`). Larger appends and commands are refused before
+    /// anything is written. Raise it only together with the client's
+    /// `message.max.bytes` and the broker's and topics' limits.
     #[must_use]
     pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
         self.max_payload_bytes = bytes;
@@ -212,7 +229,9 @@ impl KafkaStoreOptions {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest");
+            .set("auto.offset.reset", "earliest")
+            // Callers wait on these reads (replies, restores): poll again soon.
+            .set("fetch.wait.max.ms", "10");
         for (k, v) in &self.raw {
             c.set(k, v);
         }

@@ -106,6 +106,16 @@ async fn verify_event_topic(
                 retention_ms: retention,
             });
         }
+        let missing: Vec<&str> = ["cleanup.policy", "retention.ms"]
+            .into_iter()
+            .filter(|key| resource.get(key).and_then(|e| e.value.as_ref()).is_none())
+            .collect();
+        if !missing.is_empty() && !options.allow_unverified_topic_config {
+            return Err(KafkaStoreError::UnverifiedTopic {
+                topic: topic.to_owned(),
+                missing: missing.join(" and "),
+            });
+        }
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
-use crate::kafka::{backend, is_fenced};
+use crate::kafka::{backend, is_fenced, is_fenced_code};
 use crate::options::KafkaStoreOptions;
 use crate::reader::partition_i32;
 use crate::wire;
@@ -22,16 +22,6 @@ pub(crate) enum TxnError {
     Fenced(KafkaError),
     /// Anything else; whether the transaction committed may be unknown.
     Failed(KafkaError),
-}
-
-impl TxnError {
-    fn from_kafka(e: KafkaError) -> Self {
-        if is_fenced(&e) {
-            TxnError::Fenced(e)
-        } else {
-            TxnError::Failed(e)
-        }
-    }
 }
 
 /// A producer holding the transactional id of one partition. Creating it fences every
@@ -73,7 +63,7 @@ impl TxnProducer {
     pub(crate) fn begin(&self) -> Result<(), TxnError> {
         self.producer
             .begin_transaction()
-            .map_err(TxnError::from_kafka)
+            .map_err(|e| self.classify(e))
     }
 
     /// Queues an event record; the future resolves with its offset once it is written.
@@ -114,7 +104,7 @@ impl TxnProducer {
         }
         self.producer
             .send_result(record)
-            .map_err(|(e, _)| TxnError::from_kafka(e))
+            .map_err(|(e, _)| self.classify(e))
     }
 
     /// Commits consumed offsets with the transaction (exactly-once consume-process-produce).
@@ -125,20 +115,48 @@ impl TxnProducer {
     ) -> Result<(), TxnError> {
         self.producer
             .send_offsets_to_transaction(offsets, group, self.timeout)
-            .map_err(TxnError::from_kafka)
+            .map_err(|e| self.classify(e))
     }
 
     /// Waits until every queued record is written (offsets known), still uncommitted.
     pub(crate) fn flush(&self) -> Result<(), TxnError> {
         self.producer
             .flush(Timeout::After(self.timeout))
-            .map_err(TxnError::from_kafka)
+            .map_err(|e| self.classify(e))
     }
 
     pub(crate) fn commit(&self) -> Result<(), TxnError> {
         self.producer
             .commit_transaction(self.timeout)
-            .map_err(TxnError::from_kafka)
+            .map_err(|e| self.classify(e))
+    }
+
+    /// The offset a delivered record got (blocking; call after flush or commit).
+    pub(crate) fn delivered_offset(&self, future: DeliveryFuture) -> Result<u64, TxnError> {
+        match futures::executor::block_on(future) {
+            Ok(Ok(delivery)) => Ok(u64::try_from(delivery.offset).unwrap_or(0)),
+            Ok(Err((e, _))) => Err(self.classify(e)),
+            Err(_) => Err(self.classify(KafkaError::Canceled)),
+        }
+    }
+
+    /// Whether an error means this producer was fenced. Besides the fencing errors
+    /// themselves this covers their consequences: once fenced, librdkafka purges the
+    /// queued records, whose deliveries then fail with `PurgeQueue` only, while the
+    /// producer's fatal error says `Fenced`. Taking those for "outcome unknown" would make
+    /// a zombie re-initialise and fence the new owner back.
+    fn classify(&self, e: KafkaError) -> TxnError {
+        let fenced = is_fenced(&e)
+            || self
+                .producer
+                .client()
+                .fatal_error()
+                .is_some_and(|(code, _)| is_fenced_code(code));
+        if fenced {
+            TxnError::Fenced(e)
+        } else {
+            TxnError::Failed(e)
+        }
     }
 
     /// Aborts the open transaction, if the producer still can.
@@ -146,14 +164,5 @@ impl TxnProducer {
         if let Err(e) = self.producer.abort_transaction(self.timeout) {
             tracing::warn!(error = %e, "aborting a transaction failed; the broker will time it out");
         }
-    }
-}
-
-/// The offset a delivered record got (blocking; call after flush or commit).
-pub(crate) fn delivered_offset(future: DeliveryFuture) -> Result<u64, TxnError> {
-    match futures::executor::block_on(future) {
-        Ok(Ok(delivery)) => Ok(u64::try_from(delivery.offset).unwrap_or(0)),
-        Ok(Err((e, _))) => Err(TxnError::from_kafka(e)),
-        Err(_) => Err(TxnError::Failed(KafkaError::Canceled)),
     }
 }

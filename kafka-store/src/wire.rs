@@ -91,6 +91,19 @@ pub fn encode_headers(event: &RawEnvelope) -> OwnedHeaders {
     h
 }
 
+/// How many bytes an event's record counts against Kafka's record size limits (the
+/// client's `message.max.bytes`, the broker's `max.message.bytes`): key, value and
+/// headers, with the headers' length prefixes at their largest. Batch and record framing
+/// come on top; Kafka's defaults leave room for them above 1,000,000 bytes.
+pub fn record_size(event: &RawEnvelope) -> usize {
+    let headers = encode_headers(event);
+    let header_bytes: usize = headers
+        .iter()
+        .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 10)
+        .sum();
+    event.aggregate_id.as_bytes().len() + event.payload.bytes.len() + header_bytes
+}
+
 /// The record timestamp written with an event: its occurred-at time in milliseconds, so
 /// time-based replay (`offsets_for_times`) finds it.
 pub fn record_timestamp(event: &RawEnvelope) -> i64 {

@@ -18,9 +18,10 @@ use annals_core::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::kafka::duplicate;
 use crate::options::KafkaStoreOptions;
-use crate::reader::read_to_end;
-use crate::txn::{TxnError, TxnProducer, delivered_offset};
+use crate::reader::read_to_stable_end;
+use crate::txn::{TxnError, TxnProducer};
 use crate::wire;
 
 /// One append waiting for the writer.
@@ -52,7 +53,7 @@ impl WriterHandle {
         Ok(Self { tx })
     }
 
-    /// Whether the writer still runs (it stops once fenced).
+    /// Whether the writer thread still runs.
     pub(crate) fn is_alive(&self) -> bool {
         !self.tx.is_closed()
     }
@@ -79,6 +80,7 @@ struct Session<'a> {
     partition: u32,
     producer: TxnProducer,
     heads: HashMap<AggregateId, Head>,
+    max_record_bytes: usize,
 }
 
 impl<'a> Session<'a> {
@@ -98,6 +100,7 @@ impl<'a> Session<'a> {
             partition,
             producer,
             heads,
+            max_record_bytes: options.max_payload_bytes,
         })
     }
 
@@ -127,6 +130,21 @@ impl<'a> Session<'a> {
                 let e = event.seal(&request.aggregate, version, hash);
                 hash = e.hash;
                 sealed.push(e);
+            }
+            // A record Kafka would refuse fails the whole transaction: refuse it alone.
+            if let Some((big, size)) = sealed
+                .iter()
+                .map(|e| (e, wire::record_size(e)))
+                .find(|(_, size)| *size > self.max_record_bytes)
+            {
+                let _ = request.reply.send(Err(Error::InvalidRequest {
+                    reason: format!(
+                        "event `{}` makes a record of {size} bytes, more than the limit of {}",
+                        big.event_type, self.max_record_bytes
+                    ),
+                    aggregate: request.aggregate,
+                }));
+                continue;
             }
             tentative.insert(id.clone(), Head { version, hash });
             accepted.push((request.reply, sealed));
@@ -186,7 +204,7 @@ impl<'a> Session<'a> {
         for (_, sealed) in accepted.iter_mut() {
             for event in sealed {
                 let offset = match offsets.next() {
-                    Some(d) => delivered_offset(d)?,
+                    Some(d) => self.producer.delivered_offset(d)?,
                     None => 0,
                 };
                 event.position = Some(Position {
@@ -210,7 +228,7 @@ fn restore_heads(
     partition: u32,
 ) -> Result<HashMap<AggregateId, Head>, Error> {
     let mut verifiers: HashMap<AggregateId, ChainVerifier> = HashMap::new();
-    read_to_end(options, topic, partition, Offset(0), |message| {
+    read_to_stable_end(options, topic, partition, |message| {
         let event = wire::decode(message)?;
         verifiers
             .entry(event.aggregate_id.clone())
@@ -246,12 +264,9 @@ fn run(
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(topic, partition, error = %e, "writer cannot open");
-                    let message = e.to_string();
+                    // Typed, so that a corrupt log says where (`MalformedRecord`, ...).
                     for r in batch {
-                        let _ = r.reply.send(Err(Error::backend(
-                            format!("opening the writer of {topic}/{partition}"),
-                            message.clone(),
-                        )));
+                        let _ = r.reply.send(Err(duplicate(&e)));
                     }
                     continue;
                 }
@@ -262,9 +277,10 @@ fn run(
             Ok(()) => session = Some(current),
             Err(TxnError::Fenced(e)) => {
                 tracing::warn!(topic, partition, error = %e, "writer fenced: another writer owns the partition");
-                // Dropping the receiver makes the store start a new writer for the next
-                // append, which fences in turn and restores from the log.
-                return;
+                // The batch was answered `NotOwner`. The next append opens a new session,
+                // which fences in turn and restores from the log. (Ending the thread here
+                // instead would drop appends queued meanwhile without an answer.)
+                session = None;
             }
             // Outcome unknown: reopen (fencing our own old producer) and restore.
             Err(TxnError::Failed(_)) => session = None,

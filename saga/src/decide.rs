@@ -211,6 +211,7 @@ impl<S: Saga> Decider<'_, S> {
             command_id: f.command_id,
             command: f.command,
             resends: f.resends + 1,
+            deadline: f.deadline,
             at: self.now,
         });
     }
@@ -284,6 +285,7 @@ impl<S: Saga> Aggregate for SagaInstance<S> {
                         command_id: f.command_id,
                         command: f.command,
                         resends: 1,
+                        deadline: f.deadline,
                         at: d.now,
                     });
                 } else if d.state.retry.is_none() && d.state.phase == Direction::Compensation {

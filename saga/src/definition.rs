@@ -28,6 +28,10 @@ pub trait Saga: Send + Sync + 'static {
         + Sync
         + 'static;
 
+    /// The aggregate types the steps send commands to (their command topics must exist
+    /// before the saga runs on Kafka).
+    fn participants() -> &'static [&'static str];
+
     /// Checks the input. A refused input starts nothing and moves no money.
     fn validate(input: &Self::Input) -> Result<(), Self::Invalid>;
 

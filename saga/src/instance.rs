@@ -114,6 +114,9 @@ pub enum SagaEvent<I> {
         command: Outgoing,
         /// How many resends so far.
         resends: u32,
+        /// The deadline of the first sending, carried again: past it the participant
+        /// refuses the command, so a resend can only learn an outcome, never cause one.
+        deadline: Option<DateTime<Utc>>,
         /// When it was resent.
         at: DateTime<Utc>,
     },
@@ -216,8 +219,9 @@ impl<I> SagaEvent<I> {
             SagaEvent::CommandResent {
                 command_id,
                 command,
+                deadline,
                 ..
-            } => Some((*command_id, command, None)),
+            } => Some((*command_id, command, *deadline)),
             _ => None,
         }
     }

@@ -23,6 +23,8 @@
 pub mod decide;
 pub mod definition;
 pub mod instance;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod runner;
 
 pub use definition::{BuildError, CommandFn, Outgoing, RetryPolicy, Saga, Step};

@@ -225,14 +225,7 @@ async fn run_on_kafka(options: KafkaStoreOptions) -> anyhow::Result<()> {
         .start()
         .await
         .context("starting the account processor")?;
-    let ready = processor
-        .wait_for(Duration::from_secs(60), |live| live.len() == 4)
-        .await;
-    anyhow::ensure!(
-        ready,
-        "the account processor did not take its partitions: {:?}",
-        processor.partition_errors()
-    );
+    crate::services::wait_live(&processor, "account").await?;
     println!(
         "account processor owns partitions {:?}",
         processor.live_partitions()

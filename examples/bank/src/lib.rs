@@ -5,3 +5,5 @@ pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod service;
+pub mod services;
+pub mod transfer_read_model;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use annals_core::partition::partition_for;
@@ -25,7 +26,10 @@ use crate::options::KafkaStoreOptions;
 use crate::reader::partition_i32;
 use crate::topics::{TopicKind, ensure_topic};
 
-type Pending = Arc<Mutex<HashMap<CommandId, oneshot::Sender<ReplyRecord>>>>;
+/// The callers waiting for a reply, by command id. Several callers may wait for the same
+/// command (a resend racing the original); each gets the reply, tagged by a token so that
+/// a caller that gives up removes only itself.
+type Pending = Arc<Mutex<HashMap<CommandId, Vec<(u64, oneshot::Sender<ReplyRecord>)>>>>;
 
 /// Sends commands of aggregate type `A` to their processors and returns the outcome.
 ///
@@ -179,45 +183,60 @@ impl<A: Aggregate> CommandBus<A> {
             .into());
         }
         let (tx, rx) = oneshot::channel();
+        static TOKENS: AtomicU64 = AtomicU64::new(0);
+        let token = TOKENS.fetch_add(1, Ordering::Relaxed);
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(command_id, tx);
+            .entry(command_id)
+            .or_default()
+            .push((token, tx));
         let _cleanup = Unregister {
             pending: &self.pending,
             id: command_id,
+            token,
         };
         let partition = partition_for(id.as_bytes(), self.partitions);
         let key = id.as_str().to_owned();
-        let sent = self
-            .producer
-            .send(
+        // One deadline for delivering the command and getting its outcome: a producer
+        // that cannot reach the brokers would otherwise wait `message.timeout.ms` (five
+        // minutes by default) before it gives up.
+        let deadline = tokio::time::Instant::now() + self.options.command_timeout;
+        let timed_out = || -> CommandError<A::Rejection> {
+            Error::Timeout {
+                operation: format!(
+                    "command {command_id} to {aggregate} (it may still take effect; resend with the same command id)"
+                ),
+                after: self.options.command_timeout,
+            }
+            .into()
+        };
+        let sent = tokio::time::timeout_at(
+            deadline,
+            self.producer.send(
                 FutureRecord::to(&self.commands_topic)
                     .partition(partition_i32(partition))
                     .key(&key)
                     .payload(&payload),
                 self.options.command_timeout,
-            )
-            .await;
-        if let Err((e, _)) = sent {
-            return Err(Error::backend(format!("sending a command to {aggregate}"), e).into());
+            ),
+        )
+        .await;
+        match sent {
+            Err(_) => return Err(timed_out()),
+            Ok(Err((e, _))) => {
+                return Err(Error::backend(format!("sending a command to {aggregate}"), e).into());
+            }
+            Ok(Ok(_)) => {}
         }
-        let reply = match tokio::time::timeout(self.options.command_timeout, rx).await {
+        let reply = match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => {
                 return Err(
                     Error::backend("waiting for a reply", "the reply listener stopped").into(),
                 );
             }
-            Err(_) => {
-                return Err(Error::Timeout {
-                    operation: format!(
-                        "command {command_id} to {aggregate} (it may still take effect; resend with the same command id)"
-                    ),
-                    after: self.options.command_timeout,
-                }
-                .into());
-            }
+            Err(_) => return Err(timed_out()),
         };
         self.outcome(aggregate, expected, reply.outcome)
     }
@@ -263,14 +282,18 @@ impl<A: Aggregate> CommandBus<A> {
 struct Unregister<'a> {
     pending: &'a Pending,
     id: CommandId,
+    token: u64,
 }
 
 impl Drop for Unregister<'_> {
     fn drop(&mut self) {
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.id);
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(waiters) = pending.get_mut(&self.id) {
+            waiters.retain(|(token, _)| *token != self.token);
+            if waiters.is_empty() {
+                pending.remove(&self.id);
+            }
+        }
     }
 }
 
@@ -284,12 +307,13 @@ async fn listen(consumer: StreamConsumer, pending: Pending) {
                 else {
                     continue;
                 };
-                let waiter = pending
+                let waiters = pending
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&reply.command_id);
-                if let Some(tx) = waiter {
-                    let _ = tx.send(reply);
+                    .remove(&reply.command_id)
+                    .unwrap_or_default();
+                for (_, tx) in waiters {
+                    let _ = tx.send(reply.clone());
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reply consumer error"),

@@ -5,5 +5,6 @@
 pub mod bus;
 pub mod processor;
 pub mod protocol;
+pub mod reactions;
 mod runtime;
 mod worker;

@@ -16,6 +16,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
 
+use super::reactions::Reactions;
 use super::runtime::Runtime;
 use super::worker::{Worker, WorkerMsg};
 use crate::error::KafkaStoreError;
@@ -47,6 +48,7 @@ pub struct CommandProcessor<A> {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
     dedupe_window: usize,
+    reactions: Option<Arc<dyn Reactions<A>>>,
     aggregate: PhantomData<fn() -> A>,
 }
 
@@ -60,8 +62,18 @@ impl<A: Aggregate> CommandProcessor<A> {
             clock: Arc::new(SystemClock),
             ids: Arc::new(UuidV7),
             dedupe_window: 10_000,
+            reactions: None,
             aggregate: PhantomData,
         }
+    }
+
+    /// Makes the aggregate drive others: the commands its events imply are sent in the
+    /// same transaction, answers come back to it, and it is woken when it asks to be
+    /// (see [`Reactions`]; sagas use this).
+    #[must_use]
+    pub fn with_reactions(mut self, reactions: Arc<dyn Reactions<A>>) -> Self {
+        self.reactions = Some(reactions);
+        self
     }
 
     /// Uses another codec.
@@ -119,6 +131,21 @@ impl<A: Aggregate> CommandProcessor<A> {
                 ),
             });
         }
+        let mut targets = std::collections::HashMap::new();
+        if let Some(reactions) = &self.reactions {
+            for target in reactions.targets() {
+                let topic = o.commands_topic(&target);
+                let n = ensure_topic(o, &topic, TopicKind::Commands).await?;
+                targets.insert(target, (topic, n));
+            }
+        }
+        let replies = o
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "1")
+            .create()
+            .map_err(|e| KafkaStoreError::kafka("creating the reply producer", e))?;
         let runtime = Arc::new(Runtime::<A> {
             options: self.options.clone(),
             codec: self.codec,
@@ -130,7 +157,10 @@ impl<A: Aggregate> CommandProcessor<A> {
             commands_topic: commands_topic.clone(),
             replies_topic,
             snapshots_topic,
+            replies,
             errors: Mutex::new(BTreeMap::new()),
+            reactions: self.reactions,
+            targets,
             aggregate: PhantomData,
         });
         let live = Arc::new(Mutex::new(BTreeSet::new()));
@@ -145,6 +175,9 @@ impl<A: Aggregate> CommandProcessor<A> {
             .set("group.id", self.options.processor_group(A::TYPE))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
+            // Commands wait for their processor: fetch again soon rather than after
+            // librdkafka's default 500 ms when a fetch comes back empty.
+            .set("fetch.wait.max.ms", "10")
             .set("auto.offset.reset", "earliest")
             .set(
                 "session.timeout.ms",
@@ -174,6 +207,7 @@ impl<A: Aggregate> CommandProcessor<A> {
         Ok(ProcessorHandle {
             stop,
             thread: Some(thread),
+            partitions,
             live,
             errors: Box::new(move || {
                 errors
@@ -315,6 +349,7 @@ impl<A: Aggregate> ConsumerContext for ProcessorContext<A> {
 pub struct ProcessorHandle {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    partitions: u32,
     live: Arc<Mutex<BTreeSet<u32>>>,
     errors: Box<dyn Fn() -> BTreeMap<u32, String> + Send + Sync>,
 }
@@ -334,6 +369,11 @@ impl ProcessorHandle {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// How many partitions the aggregate type's topics have.
+    pub fn partition_count(&self) -> u32 {
+        self.partitions
     }
 
     /// The last error per partition that kept a worker from going live.

@@ -9,6 +9,14 @@ use serde::{Deserialize, Serialize};
 /// Protocol version written in every command, reply and snapshot.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Header of a command record naming the topic its reply goes to, when not the
+/// aggregate type's reply topic (a saga has answers delivered to its own command topic).
+pub const REPLY_TOPIC_HEADER: &str = "annals-reply-topic";
+
+/// Header of a command record naming the key of its reply record, when not the command
+/// id (a saga's id, so that the answer names the saga instance).
+pub const REPLY_KEY_HEADER: &str = "annals-reply-key";
+
 /// A command on its way to the processor that owns its aggregate's partition.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CommandRecord<C> {

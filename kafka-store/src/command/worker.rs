@@ -1,6 +1,6 @@
 //! The processor of one command partition: restores the partition's aggregates, then turns
-//! commands into events, snapshots, replies and the consumed offset, all in one Kafka
-//! transaction per batch.
+//! commands into events, snapshots and the consumed offset, all in one Kafka transaction
+//! per batch, and answers each command once that transaction has committed.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::ControlFlow;
@@ -9,19 +9,25 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use annals_core::hash::{ChainVerifier, EventHash};
+use annals_core::partition::partition_for;
 use annals_core::repository::{decode_event, encode_event};
 use annals_core::{
-    Aggregate, AggregateId, AggregateRef, Command, CommandContext, CommandId, Error, EventId,
-    Offset, Partition, Position, RawEnvelope, Version,
+    Actor, Aggregate, AggregateId, AggregateRef, Command, CommandContext, CommandId, Envelope,
+    Error, EventId, Metadata, Offset, Partition, Position, RawEnvelope, Version,
 };
 use rdkafka::consumer::ConsumerGroupMetadata;
-use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset as KOffset, TopicPartitionList};
 
-use super::protocol::{CommandRecord, Outcome, PROTOCOL_VERSION, ReplyRecord, SnapshotRecord};
+use super::protocol::{
+    CommandRecord, Outcome, PROTOCOL_VERSION, REPLY_KEY_HEADER, REPLY_TOPIC_HEADER, ReplyRecord,
+    SnapshotRecord,
+};
+use super::reactions::{Outbound, answer_command_id};
 use super::runtime::Runtime;
-use crate::reader::{partition_i32, read_to_end};
-use crate::txn::{TxnError, TxnProducer, delivered_offset};
+use crate::reader::{partition_i32, read_to_end, read_to_stable_end};
+use crate::txn::{TxnError, TxnProducer};
 use crate::wire;
 
 /// What the consumer thread sends a worker.
@@ -105,6 +111,16 @@ pub(crate) struct Worker<A: Aggregate> {
     pub(crate) live_partitions: Arc<Mutex<std::collections::BTreeSet<u32>>>,
 }
 
+/// Where a command's answer goes: the sender's reply partition, on the aggregate type's
+/// reply topic keyed by command id unless the command's headers name another topic
+/// and key (a saga has its answers delivered to its own command topic).
+#[derive(Debug, Clone)]
+struct ReplyRoute {
+    topic: Option<String>,
+    partition: u32,
+    key: Option<String>,
+}
+
 enum Reply {
     Now(Outcome),
     Events {
@@ -139,6 +155,26 @@ impl<A: Aggregate> Worker<A> {
                     }
                 }
             }
+            if let Some(current) = live.as_mut() {
+                let ticks = self.due_ticks(current);
+                if !ticks.is_empty() {
+                    match self.process(current, &[], ticks) {
+                        Ok(()) => {}
+                        Err(TxnError::Fenced(e)) => {
+                            tracing::warn!(partition = p, error = %e, "fenced: another processor owns the partition");
+                            self.set_live(false);
+                            return;
+                        }
+                        Err(TxnError::Failed(e)) => {
+                            tracing::warn!(partition = p, error = %e, "transaction failed; restoring");
+                            current.producer.abort();
+                            live = None;
+                            self.set_live(false);
+                            continue;
+                        }
+                    }
+                }
+            }
             if pending.is_empty() {
                 match rx.recv_timeout(Duration::from_millis(200)) {
                     Ok(WorkerMsg::Command(m)) => pending.push(m),
@@ -157,7 +193,7 @@ impl<A: Aggregate> Worker<A> {
             let Some(current) = live.as_mut() else {
                 continue;
             };
-            match self.process(current, &pending) {
+            match self.process(current, &pending, Vec::new()) {
                 Ok(()) => pending.clear(),
                 Err(TxnError::Fenced(e)) => {
                     tracing::warn!(partition = p, error = %e, "fenced: another processor owns the partition");
@@ -241,7 +277,7 @@ impl<A: Aggregate> Worker<A> {
         let mut verifiers: HashMap<AggregateId, ChainVerifier> = HashMap::new();
         let mut recent = Recent::new(rt.dedupe_window);
         let mut replay_fully: HashSet<AggregateId> = HashSet::new();
-        read_to_end(&rt.options, &rt.events_topic, p, Offset(0), |m| {
+        read_to_stable_end(&rt.options, &rt.events_topic, p, |m| {
             let raw = wire::decode(m)?;
             verifiers
                 .entry(raw.aggregate_id.clone())
@@ -306,18 +342,35 @@ impl<A: Aggregate> Worker<A> {
     }
 
     /// Decides a batch of commands and commits everything it produced in one transaction.
-    fn process(&self, live: &mut Live<A>, batch: &[OwnedMessage]) -> Result<(), TxnError> {
+    fn process(
+        &self,
+        live: &mut Live<A>,
+        batch: &[OwnedMessage],
+        ticks: Vec<CommandRecord<A::Command>>,
+    ) -> Result<(), TxnError> {
         let rt = &self.runtime;
         let mut sealed: Vec<RawEnvelope> = Vec::new();
-        let mut replies: Vec<(u32, CommandId, Reply)> = Vec::new();
+        let mut outbound: Vec<(AggregateId, Outbound)> = Vec::new();
+        let mut replies: Vec<(ReplyRoute, CommandId, Reply)> = Vec::new();
         let mut touched: Vec<AggregateId> = Vec::new();
         let mut in_batch: HashMap<CommandId, (std::ops::Range<usize>, Version)> = HashMap::new();
         let mut last_offset = None;
 
-        for message in batch {
-            last_offset = Some(message.offset());
-            let Some((record, reply_to)) = self.parse(message, &mut replies) else {
-                continue;
+        let inputs = batch
+            .iter()
+            .map(|m| (Some(m), None))
+            .chain(ticks.into_iter().map(|t| (None, Some(t))));
+        for (message, tick) in inputs {
+            let (record, reply_to) = match (message, tick) {
+                (Some(message), _) => {
+                    last_offset = Some(message.offset());
+                    match self.parse(message, &mut replies) {
+                        Some(parsed) => parsed,
+                        None => continue,
+                    }
+                }
+                (None, Some(tick)) => (tick, None),
+                (None, None) => continue,
             };
             let command_id = record.metadata.command_id;
             if let Some((events, version)) = live.recent.get(&command_id) {
@@ -347,7 +400,7 @@ impl<A: Aggregate> Worker<A> {
                 }
                 continue;
             }
-            let outcome = self.decide(live, record, &mut sealed, &mut touched);
+            let outcome = self.decide(live, record, &mut sealed, &mut touched, &mut outbound);
             if let Reply::Events { range, version } = &outcome {
                 in_batch.insert(command_id, (range.clone(), *version));
             }
@@ -371,8 +424,11 @@ impl<A: Aggregate> Worker<A> {
             event.position = Some(Position {
                 topic: rt.events_topic.clone(),
                 partition: Partition(self.partition),
-                offset: Offset(delivered_offset(delivery)?),
+                offset: Offset(live.producer.delivered_offset(delivery)?),
             });
+        }
+        for (source, out) in &outbound {
+            self.send_outbound(live, source, out)?;
         }
         for id in dedup(&touched) {
             if let Some(entry) = live.aggregates.get(id) {
@@ -394,6 +450,8 @@ impl<A: Aggregate> Worker<A> {
                 }
             }
         }
+        // Replies are written after the commit, outside the transaction: see `send_replies`.
+        let mut answers = Vec::with_capacity(replies.len());
         for (reply_to, command_id, reply) in replies {
             let outcome = match reply {
                 Reply::Now(o) => o,
@@ -409,14 +467,7 @@ impl<A: Aggregate> Worker<A> {
                 outcome,
             };
             if let Ok(bytes) = serde_json::to_vec(&record) {
-                live.producer.send(
-                    &rt.replies_topic,
-                    reply_to,
-                    command_id.to_string().as_bytes(),
-                    &bytes,
-                    OwnedHeaders::new(),
-                    None,
-                )?;
+                answers.push((reply_to, command_id, bytes));
             }
         }
         if let Some(offset) = last_offset {
@@ -433,23 +484,60 @@ impl<A: Aggregate> Worker<A> {
         for event in &sealed {
             live.recent.record(event);
         }
+        self.send_replies(answers);
         Ok(())
+    }
+
+    /// Sends the outcomes of committed commands to their callers.
+    ///
+    /// Replies are notifications, not state, so they are written after the commit by a
+    /// plain idempotent producer rather than inside the transaction. A reply lost in a
+    /// crash after the commit is a timeout for its caller, whose resend with the same
+    /// command id is answered with the first outcome. Keeping replies out of the
+    /// transaction also means the transactions of different partitions share no
+    /// partition (every caller's reply partition would otherwise be written by every
+    /// worker): fewer partitions per transaction on Apache Kafka, and on Tansu it avoids
+    /// transactions that never complete (docs/kafka-brokers.md).
+    fn send_replies(&self, answers: Vec<(ReplyRoute, CommandId, Vec<u8>)>) {
+        let rt = &self.runtime;
+        for (route, command_id, bytes) in answers {
+            let key = route.key.unwrap_or_else(|| command_id.to_string());
+            let topic = route.topic.as_deref().unwrap_or(&rt.replies_topic);
+            let record = FutureRecord::to(topic)
+                .partition(partition_i32(route.partition))
+                .key(key.as_bytes())
+                .payload(&bytes);
+            // The delivery is not awaited: the caller's timeout covers a lost reply.
+            if let Err((e, _)) = rt.replies.send_result(record) {
+                tracing::warn!(partition = self.partition, %command_id, error = %e, "reply not sent");
+            }
+        }
     }
 
     /// Reads a command record; a malformed one is answered (when possible) and skipped.
     fn parse(
         &self,
         message: &OwnedMessage,
-        replies: &mut Vec<(u32, CommandId, Reply)>,
-    ) -> Option<(CommandRecord<A::Command>, Option<u32>)> {
+        replies: &mut Vec<(ReplyRoute, CommandId, Reply)>,
+    ) -> Option<(CommandRecord<A::Command>, Option<ReplyRoute>)> {
         let payload = message.payload().unwrap_or_default();
+        let route = |partition: Option<u32>| {
+            partition.map(|partition| ReplyRoute {
+                topic: header(message, REPLY_TOPIC_HEADER),
+                partition,
+                key: header(message, REPLY_KEY_HEADER),
+            })
+        };
+        if let Some(answer) = self.answer_as_command(message, payload) {
+            return Some((answer, None));
+        }
         match serde_json::from_slice::<CommandRecord<A::Command>>(payload) {
             Ok(record) if record.v == PROTOCOL_VERSION => {
-                let reply_to = record.reply_to;
+                let reply_to = route(record.reply_to);
                 Some((record, reply_to))
             }
             Ok(record) => {
-                if let Some(r) = record.reply_to {
+                if let Some(r) = route(record.reply_to) {
                     replies.push((
                         r,
                         record.metadata.command_id,
@@ -475,7 +563,7 @@ impl<A: Aggregate> Worker<A> {
                     "malformed command skipped"
                 );
                 if let Some(env) = envelope
-                    && let Some(r) = env.reply_to
+                    && let Some(r) = route(env.reply_to)
                 {
                     replies.push((
                         r,
@@ -503,6 +591,7 @@ impl<A: Aggregate> Worker<A> {
         record: CommandRecord<A::Command>,
         sealed: &mut Vec<RawEnvelope>,
         touched: &mut Vec<AggregateId>,
+        outbound: &mut Vec<(AggregateId, Outbound)>,
     ) -> Reply {
         let rt = &self.runtime;
         let id = record.command.aggregate_id();
@@ -521,6 +610,15 @@ impl<A: Aggregate> Worker<A> {
             });
         }
         let now = rt.clock.now();
+        if let Some(deadline) = record.metadata.deadline()
+            && now > deadline
+        {
+            return Reply::Now(Outcome::Failed {
+                reason: format!(
+                    "deadline {deadline} passed before the command was handled; it took no effect"
+                ),
+            });
+        }
         let ctx = CommandContext::new(now, record.metadata.clone());
         let events = match entry.state.handle(&record.command, &ctx) {
             Ok(events) => events,
@@ -545,17 +643,7 @@ impl<A: Aggregate> Worker<A> {
                 now,
                 &record.metadata,
             ) {
-                Ok(e) if e.payload.bytes.len() <= rt.options.max_payload_bytes => encoded.push(e),
-                Ok(e) => {
-                    return Reply::Now(Outcome::Failed {
-                        reason: format!(
-                            "event `{}` is {} bytes, more than the limit of {}",
-                            e.event_type,
-                            e.payload.bytes.len(),
-                            rt.options.max_payload_bytes
-                        ),
-                    });
-                }
+                Ok(e) => encoded.push(e),
                 Err(e) => {
                     return Reply::Now(Outcome::Failed {
                         reason: e.to_string(),
@@ -563,14 +651,43 @@ impl<A: Aggregate> Worker<A> {
                 }
             }
         }
-        for (event, uncommitted) in events.iter().zip(encoded) {
-            let next = uncommitted.seal(&aggregate, entry.version.next(), entry.hash);
+        // Sealed first and checked whole: a record Kafka would refuse fails every
+        // transaction it is in, so it must be refused here, before the state changes.
+        let (mut version, mut hash) = (entry.version, entry.hash);
+        let mut staged = Vec::with_capacity(encoded.len());
+        for uncommitted in encoded {
+            let next = uncommitted.seal(&aggregate, version.next(), hash);
+            let size = wire::record_size(&next);
+            if size > rt.options.max_payload_bytes {
+                return Reply::Now(Outcome::Failed {
+                    reason: format!(
+                        "event `{}` makes a record of {size} bytes, more than the limit of {}",
+                        next.event_type, rt.options.max_payload_bytes
+                    ),
+                });
+            }
+            (version, hash) = (next.sequence, next.hash);
+            staged.push(next);
+        }
+        let any = !events.is_empty();
+        for (event, next) in events.into_iter().zip(staged) {
             entry.version = next.sequence;
             entry.hash = next.hash;
-            entry.state.apply(event);
+            if let Some(reactions) = &rt.reactions {
+                let typed: Envelope<A::Event> = next.clone().map(|_| event);
+                outbound.extend(
+                    reactions
+                        .outbox(&typed)
+                        .into_iter()
+                        .map(|o| (id.clone(), o)),
+                );
+                entry.state.apply(&typed.payload);
+            } else {
+                entry.state.apply(&event);
+            }
             sealed.push(next);
         }
-        if !events.is_empty() {
+        if any {
             touched.push(id);
         }
         Reply::Events {
@@ -578,6 +695,115 @@ impl<A: Aggregate> Worker<A> {
             version: entry.version,
         }
     }
+}
+
+impl<A: Aggregate> Worker<A> {
+    /// The ticks due now: aggregates whose reactions asked to be woken by this time.
+    fn due_ticks(&self, live: &Live<A>) -> Vec<CommandRecord<A::Command>> {
+        let Some(reactions) = &self.runtime.reactions else {
+            return Vec::new();
+        };
+        let now = self.runtime.clock.now();
+        live.aggregates
+            .iter()
+            .filter_map(|(id, entry)| {
+                let at = reactions.wake_at(&entry.state).filter(|at| *at <= now)?;
+                // The same wake-up always has the same id, so a tick decided twice (after
+                // a restore) is deduplicated like any command.
+                let seed = annals_core::clock::derived_id(uuid::Uuid::nil(), id.as_str());
+                let command_id = CommandId(annals_core::clock::derived_id(
+                    seed,
+                    &format!("annals.tick@{}", at.timestamp_micros()),
+                ));
+                Some(CommandRecord {
+                    v: PROTOCOL_VERSION,
+                    metadata: Metadata::new(Actor::system(), command_id),
+                    expected: None,
+                    reply_to: None,
+                    command: reactions.tick(id),
+                })
+            })
+            .collect()
+    }
+
+    /// A participant's answer to a command this aggregate sent, as a command for it.
+    fn answer_as_command(
+        &self,
+        message: &OwnedMessage,
+        payload: &[u8],
+    ) -> Option<CommandRecord<A::Command>> {
+        let reactions = self.runtime.reactions.as_ref()?;
+        let reply: ReplyRecord = serde_json::from_slice(payload).ok()?;
+        let key = message.key().and_then(|k| std::str::from_utf8(k).ok())?;
+        let command =
+            reactions.on_reply(&AggregateId::new(key), reply.command_id, &reply.outcome)?;
+        Some(CommandRecord {
+            v: PROTOCOL_VERSION,
+            metadata: Metadata::new(Actor::system(), answer_command_id(reply.command_id)),
+            expected: None,
+            reply_to: None,
+            command,
+        })
+    }
+
+    /// Queues a command to another aggregate in the open transaction; its answer comes
+    /// back to `source` on this partition of this aggregate type's command topic.
+    fn send_outbound(
+        &self,
+        live: &Live<A>,
+        source: &AggregateId,
+        out: &Outbound,
+    ) -> Result<(), TxnError> {
+        let rt = &self.runtime;
+        let Some((topic, partitions)) = rt.targets.get(&out.aggregate_type) else {
+            tracing::error!(
+                target_type = out.aggregate_type,
+                "a reaction sent a command to an aggregate type it did not declare; it stays unsent"
+            );
+            return Ok(());
+        };
+        let record = CommandRecord {
+            v: PROTOCOL_VERSION,
+            metadata: out.metadata.clone(),
+            expected: None,
+            reply_to: Some(self.partition),
+            command: &out.command,
+        };
+        let Ok(bytes) = serde_json::to_vec(&record) else {
+            return Ok(());
+        };
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: REPLY_TOPIC_HEADER,
+                value: Some(rt.commands_topic.as_bytes()),
+            })
+            .insert(Header {
+                key: REPLY_KEY_HEADER,
+                value: Some(source.as_bytes()),
+            });
+        let partition = partition_for(out.aggregate_id.as_bytes(), *partitions);
+        live.producer
+            .send(
+                topic,
+                partition,
+                out.aggregate_id.as_bytes(),
+                &bytes,
+                headers,
+                None,
+            )
+            .map(|_| ())
+    }
+}
+
+/// A header's value as text.
+fn header(message: &OwnedMessage, name: &str) -> Option<String> {
+    message.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_owned)
+    })
 }
 
 fn dedup(ids: &[AggregateId]) -> Vec<&AggregateId> {

@@ -81,6 +81,10 @@ impl Saga for Mover {
     type Input = Move;
     type Invalid = BadMove;
 
+    fn participants() -> &'static [&'static str] {
+        &["account"]
+    }
+
     fn validate(input: &Move) -> Result<(), BadMove> {
         if input.from == input.to {
             return Err(BadMove::SamePlace);
@@ -322,6 +326,7 @@ fn a_missed_deadline_resends_the_same_command_and_a_refusal_compensates() {
         command_id: cid(1, Direction::Forward, 1),
         command: give(&input()).expect("builds"),
         resends: 1,
+        deadline: Some(deadline),
         at: deadline,
     };
     AggregateTest::<Instance>::new()
@@ -437,6 +442,7 @@ fn a_compensation_that_keeps_failing_parks_the_saga_as_stuck_and_an_operator_res
                 command_id: cid(0, Direction::Compensation, attempt),
                 command: give_back(&input()).expect("builds"),
                 resends: 1,
+                deadline: None,
                 at: t0(),
             },
         ])

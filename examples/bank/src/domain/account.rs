@@ -45,6 +45,12 @@ pub enum AccountCommand {
         /// Why, for the audit trail.
         reason: String,
     },
+    /// Lifts a freeze.
+    Unfreeze {
+        /// The account.
+        #[aggregate_id]
+        account: String,
+    },
     /// Checks, without changing anything, that the account can receive this currency
     /// (a transfer's first step, so that no money moves toward an account that cannot
     /// take it).
@@ -100,6 +106,9 @@ pub enum AccountEvent {
     /// The account was closed.
     #[event(name = "AccountClosed", version = 1)]
     Closed,
+    /// A freeze was lifted.
+    #[event(name = "AccountUnfrozen", version = 1)]
+    Unfrozen,
 }
 
 /// Why an account refused a command.
@@ -145,6 +154,9 @@ pub enum AccountError {
     /// The account is closed.
     #[error("account is closed")]
     Closed,
+    /// `Unfreeze` of an account that is not frozen.
+    #[error("account is not frozen")]
+    NotFrozen,
     /// `Close` on an account that still holds money.
     #[error("account still holds {balance} minor units")]
     NotEmpty {
@@ -251,6 +263,12 @@ impl Account {
                     reason: reason.clone(),
                 }])
             }
+            C::Unfreeze { .. } => match self.status {
+                Status::Frozen => Ok(vec![E::Unfrozen]),
+                Status::New => Err(AccountError::NotOpen),
+                Status::Closed => Err(AccountError::Closed),
+                Status::Open => Err(AccountError::NotFrozen),
+            },
             C::VerifyCanReceive { currency, .. } => {
                 self.check_movement(Money::new(1, *currency))?;
                 Ok(vec![])
@@ -318,5 +336,9 @@ impl ApplyAccountEvent for Account {
 
     fn closed(&mut self) {
         self.status = Status::Closed;
+    }
+
+    fn unfrozen(&mut self) {
+        self.status = Status::Open;
     }
 }

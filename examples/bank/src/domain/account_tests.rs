@@ -278,3 +278,17 @@ fn verifying_a_receiver_changes_nothing_and_checks_the_rules() {
         .when(verify(Currency::EUR))
         .then_expect_rejection(AccountError::Frozen);
 }
+
+#[test]
+fn a_freeze_can_be_lifted() {
+    let frozen = [opened(), E::Frozen { reason: "x".into() }];
+    test()
+        .given(frozen)
+        .when(C::Unfreeze { account: ID.into() })
+        .then_expect_events(vec![E::Unfrozen])
+        .then_state(|a| assert_eq!(a.status(), Status::Open));
+    test()
+        .given([opened()])
+        .when(C::Unfreeze { account: ID.into() })
+        .then_expect_rejection(AccountError::NotFrozen);
+}

@@ -100,6 +100,10 @@ impl Saga for Transfer {
     type Input = TransferRequest;
     type Invalid = InvalidTransfer;
 
+    fn participants() -> &'static [&'static str] {
+        &["account"]
+    }
+
     fn validate(t: &TransferRequest) -> Result<(), InvalidTransfer> {
         if t.from.trim().is_empty() || t.to.trim().is_empty() {
             return Err(InvalidTransfer::EmptyAccount);
