@@ -5,15 +5,20 @@
 #   bash scripts/test.sh            # from a fresh clone
 #
 # KAFKA_BROKERS / DATABASE_URL, when set, point the tests at services you run yourself.
+# A broker this script starts is restarted empty before each crate's tests: the test
+# broker (Tansu, memory storage) slows down as transactional ids pile up in it
+# (docs/kafka-brokers.md), and every test makes its own topics anyway.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export ANNALS_REQUIRE_SERVICES=1   # a missing service fails the tests, never skips them
 
+own_broker=""
 if [ -z "${KAFKA_BROKERS:-}" ]; then
-    # Stop the broker afterwards only if this run started it.
-    if ! bash scripts/kafka-dev.sh status >/dev/null 2>&1; then
-        started_broker=1
+    if bash scripts/kafka-dev.sh status >/dev/null 2>&1; then
+        echo "note: using the broker already running (scripts/kafka-dev.sh status)"
+    else
+        own_broker=1
         trap 'bash scripts/kafka-dev.sh stop >/dev/null 2>&1 || true' EXIT
     fi
     KAFKA_BROKERS=$(bash scripts/kafka-dev.sh start | tail -n 1 | sed 's/^KAFKA_BROKERS=//')
@@ -38,7 +43,25 @@ if ! postgres_up; then
         exit 1
     fi
 fi
-echo "KAFKA_BROKERS=$KAFKA_BROKERS${started_broker:+ (started by scripts/kafka-dev.sh)}"
+echo "KAFKA_BROKERS=$KAFKA_BROKERS${own_broker:+ (started by scripts/kafka-dev.sh)}"
 echo "DATABASE_URL=$DATABASE_URL"
 
-cargo test --workspace --locked "$@"
+# Build everything first, so that no broker ages while the compiler works.
+cargo test --workspace --locked --no-run "$@"
+
+packages=$(cargo metadata --locked --no-deps --format-version 1 |
+    python3 -c 'import json,sys; print(" ".join(sorted(p["name"] for p in json.load(sys.stdin)["packages"])))')
+log=$(mktemp)
+for package in $packages; do
+    if [ -n "$own_broker" ]; then
+        bash scripts/kafka-dev.sh stop >/dev/null
+        bash scripts/kafka-dev.sh start >/dev/null
+    fi
+    echo "==> cargo test -p $package"
+    cargo test --locked -p "$package" "$@" 2>&1 | tee -a "$log"
+done
+
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
