@@ -49,7 +49,11 @@ pub fn step_outcome(outcome: &Outcome) -> StepOutcome {
     match outcome {
         Outcome::Committed { .. } => StepOutcome::Done,
         Outcome::Rejected { rejection } => StepOutcome::Refused {
-            reason: rejection.to_string(),
+            // A unit rejection is a bare string (`"Frozen"`); anything else stays JSON.
+            reason: match rejection {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            },
         },
         Outcome::Conflict { expected, actual } => StepOutcome::Retryable {
             reason: format!("version conflict: expected {expected}, actual {actual}"),

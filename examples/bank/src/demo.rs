@@ -17,7 +17,7 @@ use crate::domain::{
     Account, AccountCommand, AccountError, Currency, Money, Transfer, TransferRequest,
 };
 use crate::http;
-use crate::service::{Bank, InProcessTransfers};
+use crate::service::{Bank, InProcessTransfers, Transfers as _};
 
 fn meta(actor: &str) -> Metadata {
     Metadata::new(Actor::new(actor), CommandId(uuid::Uuid::now_v7()))
@@ -234,6 +234,7 @@ async fn run_on_kafka(options: KafkaStoreOptions) -> anyhow::Result<()> {
         .await
         .context("connecting the command bus")?;
     run_accounts(&bus).await?;
+    run_transfers_on_kafka(&options, &bus).await?;
 
     println!("\n== audit: every stream verifies ==");
     let store: Arc<dyn EventStore> = Arc::new(
@@ -242,7 +243,7 @@ async fn run_on_kafka(options: KafkaStoreOptions) -> anyhow::Result<()> {
             .context("connecting the event store")?,
     );
     let accounts = AggregateRepository::<Account>::new(store);
-    for id in ["alice", "bob"] {
+    for id in ["alice", "bob", "carol"] {
         let events = accounts.events(&AggregateId::new(id)).await?;
         let last = events.last().context("the account has events")?;
         println!(
@@ -252,6 +253,54 @@ async fn run_on_kafka(options: KafkaStoreOptions) -> anyhow::Result<()> {
         );
     }
     processor.shutdown().await;
+    Ok(())
+}
+
+/// Runs the transfer service in this process and two transfers through it: one
+/// completes, one is refused by the frozen target and compensated before money moves.
+async fn run_transfers_on_kafka(
+    options: &KafkaStoreOptions,
+    accounts: &dyn CommandGateway<Account>,
+) -> anyhow::Result<()> {
+    println!("\n== transfers: sagas on Kafka ==");
+    let service = crate::services::transfers(options).await?;
+    crate::services::wait_live(&service, "transfer").await?;
+    accounts
+        .send(
+            AccountCommand::Open {
+                account: "carol".into(),
+                owner: "Carol".into(),
+                currency: Currency::EUR,
+            },
+            meta("user:teller"),
+        )
+        .await
+        .context("opening carol")?;
+    let transfers = crate::services::KafkaTransfers::connect(options).await?;
+    for (id, to) in [("t-1", "carol"), ("t-2", "bob")] {
+        let request = TransferRequest {
+            from: "alice".into(),
+            to: to.into(),
+            amount: eur(2_500),
+        };
+        println!("transfer {id}: alice -> {to} {}", request.amount);
+        transfers
+            .start(AggregateId::new(id), request, meta("user:alice"))
+            .await
+            .with_context(|| format!("starting {id}"))?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let view = loop {
+            match transfers.get(&AggregateId::new(id)).await? {
+                Some(view) if view.status.is_final() => break view,
+                _ if tokio::time::Instant::now() > deadline => {
+                    anyhow::bail!("transfer {id} did not finish within a minute")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        println!("  {:?}: {}", view.status, view.trail.join(" > "));
+    }
+    service.shutdown().await;
     Ok(())
 }
 
