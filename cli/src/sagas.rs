@@ -3,9 +3,12 @@
 use std::collections::BTreeMap;
 
 use annals_core::repository::decode_event;
-use annals_core::{Aggregate as _, EventStore, JsonCodec, Offset, Partition, Upcasters};
-use annals_kafka_store::{KafkaEventStore, KafkaStoreOptions};
-use annals_saga::{Saga, SagaEvent, SagaInstance, SagaStatus, Step};
+use annals_core::{
+    Actor, Aggregate as _, AggregateId, CommandError, CommandGateway as _, CommandId, EventStore,
+    JsonCodec, Metadata, Offset, Partition, Upcasters,
+};
+use annals_kafka_store::{CommandBus, KafkaEventStore, KafkaStoreOptions};
+use annals_saga::{Saga, SagaCommand, SagaEvent, SagaInstance, SagaStatus, Step};
 use clap::{Subcommand, ValueEnum};
 use futures::StreamExt as _;
 
@@ -28,6 +31,25 @@ pub(crate) enum SagasCommand {
         saga: String,
         /// The instance id.
         id: String,
+    },
+    /// Resume a stuck saga: it resends its pending command (same command id, so nothing
+    /// happens twice) or continues compensating. Needs the saga's processor running.
+    Retry {
+        /// The saga type.
+        saga: String,
+        /// The instance id.
+        id: String,
+    },
+    /// Give up on a saga that has not ended: it sends nothing more. Whatever it left
+    /// half done must then be settled by hand; the trail says what that is.
+    Abandon {
+        /// The saga type.
+        saga: String,
+        /// The instance id.
+        id: String,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -142,8 +164,62 @@ impl<'a> OrDefaultPair<'a> for std::collections::btree_map::Entry<'a, String, (I
     }
 }
 
+/// Sends an operator command to a saga through its processor.
+async fn operate(
+    options: &KafkaStoreOptions,
+    saga: &str,
+    command: SagaCommand<serde_json::Value>,
+) -> Result<(), Failure> {
+    let bus = CommandBus::<Instance>::connect_as(options.clone(), saga)
+        .await
+        .or_exit(Code::Unavailable)?;
+    let metadata = Metadata::new(Actor::new("operator:cli"), CommandId(uuid::Uuid::now_v7()));
+    match bus.send(command, metadata).await {
+        Ok(done) => {
+            for e in &done.events {
+                println!(
+                    "{}  {}",
+                    e.event_type,
+                    e.payload.describe::<serde_json::Value>(&[])
+                );
+            }
+            Ok(())
+        }
+        Err(CommandError::Rejected(reason)) => Err(Failure::new(
+            Code::CheckFailed,
+            anyhow::anyhow!("refused: {reason}"),
+        )),
+        Err(CommandError::Store(e @ annals_core::Error::Timeout { .. })) => Err(Failure::new(
+            Code::Unavailable,
+            anyhow::Error::new(e).context(format!("is the {saga} processor running?")),
+        )),
+        Err(CommandError::Store(e)) => Err(Failure::new(Code::Unavailable, e)),
+    }
+}
+
 pub(crate) async fn run(command: SagasCommand, options: &KafkaStoreOptions) -> Result<(), Failure> {
     match command {
+        SagasCommand::Retry { saga, id } => {
+            operate(
+                options,
+                &saga,
+                SagaCommand::Retry {
+                    saga_id: AggregateId::new(id),
+                },
+            )
+            .await
+        }
+        SagasCommand::Abandon { saga, id, reason } => {
+            operate(
+                options,
+                &saga,
+                SagaCommand::Abandon {
+                    saga_id: AggregateId::new(id),
+                    reason,
+                },
+            )
+            .await
+        }
         SagasCommand::List { saga, status } => {
             let sagas = load_all(options, &saga).await?;
             println!("{:<38}  {:<12}  {:<25}  REASON", "ID", "STATUS", "UPDATED");

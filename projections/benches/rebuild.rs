@@ -1,12 +1,21 @@
-//! Rebuild rate of a document projection next to the raw rates of its two halves, in the
-//! same run: consuming the topic (a subscription that only counts) and bulk-upserting
-//! the same documents into Postgres (the runner's statement, without Kafka).
+//! Rebuild rate of the bank's balances projection next to the raw rates of its two
+//! halves, in the same run: consuming the topic (a subscription that only counts) and
+//! bulk-upserting the same documents into Postgres (the runner's statement, without
+//! Kafka).
+//!
+//! The projection mirrors `bank::read_models::AccountBalances` (this crate cannot
+//! depend on the example): the same event shapes on an `account` topic, the same
+//! document, the same checks. Accounts are opened, then deposited to and withdrawn from:
+//! 100 events per account in appends (Kafka transactions) of 20, 100 accounts writing
+//! at once, so a partition holds runs of 20 events of one account. The bulk upsert
+//! writes the documents in the order the raw consume received the events, 500 at a
+//! time, as the runner's batches do.
 //!
 //! Needs `KAFKA_BROKERS` and Postgres (`ANNALS_TEST_POSTGRES`, default
 //! `postgres://postgres@127.0.0.1:5432`); `ANNALS_BENCH_EVENTS` events (default 100000).
-//! Run: `cargo bench -p annals-projections --bench rebuild`.
+//! Run: `ANNALS_BENCH_EVENTS=1000000 cargo bench -p annals-projections --bench rebuild`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,45 +31,198 @@ use annals_kafka_store::{KafkaEventStore, KafkaStoreOptions};
 use annals_projections::{
     Database, DocumentProjection, Projection, Projector, ProjectorOptions, ops,
 };
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::Connection;
 
+/// The events per account.
+const PER_ACCOUNT: u64 = 100;
+/// The events per append.
+const PER_APPEND: usize = 20;
+/// Accounts writing at once.
+const WRITERS: usize = 100;
+/// Partitions of the topic.
+const PARTITIONS: u32 = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Money {
+    minor: i64,
+    currency: String3,
+}
+
+/// A currency code, as the bank stores it (a JSON string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+struct String3([u8; 3]);
+
+impl From<String3> for String {
+    fn from(c: String3) -> String {
+        String::from_utf8_lossy(&c.0).into_owned()
+    }
+}
+
+impl TryFrom<String> for String3 {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_bytes() {
+            [a, b, c] => Ok(Self([*a, *b, *c])),
+            _ => Err(format!("bad currency {s}")),
+        }
+    }
+}
+
+const EUR: String3 = String3(*b"EUR");
+
+/// The bank's account events, with the same names and JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
-enum BenchEvent {
-    #[event(name = "Added", version = 1)]
-    Added { by: u32 },
+enum AccountEvent {
+    #[event(name = "AccountOpened", version = 1)]
+    Opened { owner: String, currency: String3 },
+    #[event(name = "MoneyDeposited", version = 1)]
+    Deposited { amount: Money, balance_after: i64 },
+    #[event(name = "MoneyWithdrawn", version = 1)]
+    Withdrawn { amount: Money, balance_after: i64 },
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct Tally {
-    total: u64,
-    events: u64,
+/// The bank's balance document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct AccountBalance {
+    owner: String,
+    currency: String3,
+    balance: i64,
+    status: String,
+    version: u64,
+    updated_at: DateTime<Utc>,
 }
 
-struct Totals;
+#[derive(Debug, thiserror::Error)]
+enum BalanceError {
+    #[error("event {got} of {account} does not follow {last}")]
+    OutOfSequence {
+        account: String,
+        last: u64,
+        got: u64,
+    },
+    #[error("event {sequence} of {account} records {recorded}, computed {computed}")]
+    Mismatch {
+        account: String,
+        sequence: u64,
+        recorded: i64,
+        computed: i64,
+    },
+}
 
-impl DocumentProjection for Totals {
-    const NAME: &'static str = "bench_totals";
-    const AGGREGATES: &'static [&'static str] = &["counter"];
-    type Event = BenchEvent;
-    type Document = Tally;
-    type Error = std::convert::Infallible;
+struct AccountBalances;
 
-    fn document_id(&self, event: &Envelope<BenchEvent>) -> Option<String> {
+impl DocumentProjection for AccountBalances {
+    const NAME: &'static str = "bench_account_balances";
+    const AGGREGATES: &'static [&'static str] = &["account"];
+    type Event = AccountEvent;
+    type Document = AccountBalance;
+    type Error = BalanceError;
+
+    fn document_id(&self, event: &Envelope<AccountEvent>) -> Option<String> {
         Some(event.aggregate_id.to_string())
     }
 
     fn apply(
         &self,
-        doc: &mut Option<Tally>,
-        event: &Envelope<BenchEvent>,
-    ) -> Result<(), Self::Error> {
-        let BenchEvent::Added { by } = event.payload;
-        let tally = doc.get_or_insert_with(Tally::default);
-        tally.total += u64::from(by);
-        tally.events += 1;
+        doc: &mut Option<AccountBalance>,
+        event: &Envelope<AccountEvent>,
+    ) -> Result<(), BalanceError> {
+        let sequence = event.sequence.0;
+        if doc.as_ref().is_some_and(|d| sequence <= d.version) {
+            return Ok(());
+        }
+        let last = doc.as_ref().map_or(0, |d| d.version);
+        if sequence != last + 1 {
+            return Err(BalanceError::OutOfSequence {
+                account: event.aggregate_id.to_string(),
+                last,
+                got: sequence,
+            });
+        }
+        let (delta, recorded) = match (&event.payload, doc.as_mut()) {
+            (AccountEvent::Opened { owner, currency }, _) => {
+                *doc = Some(AccountBalance {
+                    owner: owner.clone(),
+                    currency: *currency,
+                    balance: 0,
+                    status: "Open".to_owned(),
+                    version: sequence,
+                    updated_at: event.occurred_at,
+                });
+                return Ok(());
+            }
+            (_, None) => {
+                return Err(BalanceError::OutOfSequence {
+                    account: event.aggregate_id.to_string(),
+                    last: 0,
+                    got: sequence,
+                });
+            }
+            (
+                AccountEvent::Deposited {
+                    amount,
+                    balance_after,
+                },
+                Some(_),
+            ) => (amount.minor, *balance_after),
+            (
+                AccountEvent::Withdrawn {
+                    amount,
+                    balance_after,
+                },
+                Some(_),
+            ) => (-amount.minor, *balance_after),
+        };
+        let Some(d) = doc.as_mut() else {
+            return Ok(());
+        };
+        let computed = d.balance + delta;
+        if computed != recorded {
+            return Err(BalanceError::Mismatch {
+                account: event.aggregate_id.to_string(),
+                sequence,
+                recorded,
+                computed,
+            });
+        }
+        d.balance = computed;
+        d.version = sequence;
+        d.updated_at = event.occurred_at;
         Ok(())
     }
+}
+
+/// The events of account `n`: opened, then deposits and withdrawals.
+fn account_events(n: u64) -> Vec<AccountEvent> {
+    let mut events = vec![AccountEvent::Opened {
+        owner: format!("owner {n}"),
+        currency: EUR,
+    }];
+    let mut balance = 0;
+    for k in 1..PER_ACCOUNT {
+        let minor = i64::try_from((n + k) % 97 + 1).unwrap_or(1) * 100;
+        let amount = Money {
+            minor,
+            currency: EUR,
+        };
+        if k % 3 == 0 && balance >= minor {
+            balance -= minor;
+            events.push(AccountEvent::Withdrawn {
+                amount,
+                balance_after: balance,
+            });
+        } else {
+            balance += minor;
+            events.push(AccountEvent::Deposited {
+                amount,
+                balance_after: balance,
+            });
+        }
+    }
+    events
 }
 
 struct FromStart;
@@ -88,59 +250,67 @@ async fn main() -> anyhow::Result<()> {
     let kafka = KafkaStoreOptions::new(brokers)
         .topic_prefix(format!("bench{unique}"))
         .app_id(format!("bench{unique}"))
-        .partitions(4)
-        .session_timeout(Duration::from_secs(2));
+        .partitions(PARTITIONS)
+        .session_timeout(Duration::from_secs(6));
     let store = Arc::new(KafkaEventStore::connect(kafka.clone()).await?);
 
-    // Write: 1000 counters, 100 events per append.
+    // Write: appends of PER_APPEND events, WRITERS accounts at a time.
     let started = Instant::now();
-    let ids: Vec<String> = (0..1000).map(|i| format!("c-{i}")).collect();
-    let per_id = events.div_ceil(1000);
+    let accounts = events.div_ceil(PER_ACCOUNT);
+    let ids: Vec<String> = (0..accounts).map(|i| format!("acc-{i:07}")).collect();
     let mut written = 0u64;
-    for chunk in ids.chunks(50) {
-        let appends = chunk.iter().map(|id| {
+    for (c, chunk) in ids.chunks(WRITERS).enumerate() {
+        let appends = chunk.iter().enumerate().map(|(i, id)| {
             let store = store.clone();
+            let n = (c * WRITERS + i) as u64;
             async move {
-                let aggregate = AggregateRef::new("counter", AggregateId::new(id.as_str()));
-                let metadata = Metadata::new(Actor::new("bench"), CommandId(uuid::Uuid::now_v7()));
-                let mut done = 0;
-                while done < per_id {
-                    let n = (per_id - done).min(100);
-                    let batch = (0..n)
-                        .map(|k| {
+                let aggregate = AggregateRef::new("account", AggregateId::new(id.as_str()));
+                let metadata =
+                    Metadata::new(Actor::new("user:bench"), CommandId(uuid::Uuid::now_v7()));
+                let mut stored = 0;
+                for part in account_events(n).chunks(PER_APPEND) {
+                    let batch = part
+                        .iter()
+                        .map(|e| {
                             encode_event(
-                                &BenchEvent::Added {
-                                    by: u32::try_from(k % 9 + 1).unwrap_or(1),
-                                },
+                                e,
                                 &aggregate,
                                 &JsonCodec,
                                 EventId(uuid::Uuid::now_v7()),
-                                chrono::Utc::now(),
+                                Utc::now(),
                                 &metadata,
                             )
                         })
                         .collect::<Result<Vec<_>, _>>()?;
-                    store
+                    stored += store
                         .append(
-                            "counter",
+                            "account",
                             &aggregate.aggregate_id,
-                            ExpectedVersion::Any,
+                            ExpectedVersion::Exact(annals_core::Version(stored)),
                             batch,
                         )
-                        .await?;
-                    done += n;
+                        .await?
+                        .len() as u64;
                 }
-                anyhow::Ok(done)
+                anyhow::Ok(stored)
             }
         });
+        let before = written;
         for n in futures::future::try_join_all(appends).await? {
             written += n;
         }
+        if written / 100_000 != before / 100_000 {
+            eprintln!("  written {written} events ({:.0?})", started.elapsed());
+        }
     }
-    println!("wrote {written} events in {:.1?}", started.elapsed());
+    let write = started.elapsed();
+    println!(
+        "wrote {written} events ({accounts} accounts) in {write:.1?}: {:.0} events/s",
+        written as f64 / write.as_secs_f64()
+    );
 
-    // Raw consume.
-    let topic = kafka.events_topic("counter");
+    // Raw consume: the same subscription the runner uses, counting only.
+    let topic = kafka.events_topic("account");
     let mut subscription = Subscription::start(
         &kafka,
         &format!("raw{unique}"),
@@ -149,10 +319,18 @@ async fn main() -> anyhow::Result<()> {
         500,
     )?;
     let started = Instant::now();
-    let (mut consumed, mut caught_up) = (0u64, std::collections::HashSet::new());
-    while caught_up.len() < 4 || consumed < written {
+    let (mut consumed, mut caught_up) = (0u64, HashSet::new());
+    // The order events arrived in: (account, sequence), for the bulk upsert.
+    let mut order: Vec<(usize, u64)> = Vec::with_capacity(written as usize);
+    while caught_up.len() < PARTITIONS as usize || consumed < written {
         match subscription.next().await {
-            Some(Delivery::Events(batch)) => consumed += batch.len() as u64,
+            Some(Delivery::Events(batch)) => {
+                consumed += batch.len() as u64;
+                for raw in batch {
+                    let account = raw.aggregate_id.as_str()[4..].parse().unwrap_or(0);
+                    order.push((account, raw.sequence.0));
+                }
+            }
             Some(Delivery::CaughtUp(tp)) => {
                 caught_up.insert(tp.partition);
             }
@@ -162,52 +340,91 @@ async fn main() -> anyhow::Result<()> {
     let consume = started.elapsed();
     subscription.stop().await;
 
-    // Raw bulk upsert: the runner's statement, 500 events' documents at a time.
+    // Raw bulk upsert: the runner's statement, the same documents, 500 events' worth at
+    // a time (events in the order of one partition: an account's events in a row).
     let name = format!("annals_bench_{unique}");
     let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres")).await?;
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut admin)
         .await?;
     let db = Database::connect(&format!("{server}/{name}")).await?;
-    sqlx::query("CREATE TABLE raw_documents (id text PRIMARY KEY, doc jsonb NOT NULL, revision bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())")
-        .execute(db.pool())
-        .await?;
+    sqlx::query(
+        "CREATE TABLE raw_documents (id text PRIMARY KEY, doc jsonb NOT NULL, \
+         revision bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .execute(db.pool())
+    .await?;
+    // The balance after each event of each account, computed before the clock starts.
+    let after: Vec<Vec<i64>> = (0..ids.len())
+        .map(|a| {
+            account_events(a as u64)
+                .iter()
+                .map(|e| match e {
+                    AccountEvent::Opened { .. } => 0,
+                    AccountEvent::Deposited { balance_after, .. }
+                    | AccountEvent::Withdrawn { balance_after, .. } => *balance_after,
+                })
+                .collect()
+        })
+        .collect();
     let started = Instant::now();
-    let mut state: HashMap<String, (Tally, i64)> = HashMap::new();
+    let mut state: HashMap<usize, (AccountBalance, i64)> = HashMap::new();
+    let now = Utc::now();
     let mut upserted = 0u64;
-    while upserted < written {
+    let mut batches = order.chunks(500);
+    loop {
         let mut touched = Vec::new();
-        for k in 0..500u64.min(written - upserted) {
-            let id = &ids[usize::try_from((upserted + k) % 1000).unwrap_or(0)];
-            let entry = state.entry(id.clone()).or_default();
-            entry.0.total += (upserted + k) % 9 + 1;
-            entry.0.events += 1;
+        for &(a, sequence) in batches.next().unwrap_or(&[]) {
+            let entry = state.entry(a).or_insert_with(|| {
+                (
+                    AccountBalance {
+                        owner: String::new(),
+                        currency: EUR,
+                        balance: 0,
+                        status: "Open".to_owned(),
+                        version: 0,
+                        updated_at: now,
+                    },
+                    0,
+                )
+            });
+            if sequence == 1 {
+                entry.0.owner = format!("owner {a}");
+            }
+            entry.0.balance = after[a][usize::try_from(sequence - 1).unwrap_or(0)];
+            entry.0.version = sequence;
             entry.1 += 1;
-            touched.push(id.clone());
+            touched.push(a);
+            upserted += 1;
+        }
+        if touched.is_empty() {
+            break;
         }
         touched.sort_unstable();
         touched.dedup();
         let docs: Vec<serde_json::Value> = touched
             .iter()
-            .map(|id| serde_json::to_value(&state[id].0))
+            .map(|a| serde_json::to_value(&state[a].0))
             .collect::<Result<_, _>>()?;
-        let revisions: Vec<i64> = touched.iter().map(|id| state[id].1).collect();
+        let revisions: Vec<i64> = touched.iter().map(|a| state[a].1).collect();
+        let keys: Vec<&String> = touched.iter().map(|a| &ids[*a]).collect();
         sqlx::query(
             "INSERT INTO raw_documents (id, doc, revision, updated_at)
-             SELECT u.id, u.doc, u.revision, now() FROM unnest($1::text[], $2::jsonb[], $3::int8[]) AS u(id, doc, revision)
-             ON CONFLICT (id) DO UPDATE SET doc = EXCLUDED.doc, revision = EXCLUDED.revision, updated_at = EXCLUDED.updated_at",
+             SELECT u.id, u.doc, u.revision, now()
+             FROM unnest($1::text[], $2::jsonb[], $3::int8[]) AS u(id, doc, revision)
+             ON CONFLICT (id) DO UPDATE
+               SET doc = EXCLUDED.doc, revision = EXCLUDED.revision, updated_at = EXCLUDED.updated_at",
         )
-        .bind(&touched)
+        .bind(&keys)
         .bind(&docs)
         .bind(&revisions)
         .execute(db.pool())
         .await?;
-        upserted += 500u64.min(written - upserted);
     }
     let upsert = started.elapsed();
 
     // The projection: version 1 from scratch, then a blue-green rebuild of version 2.
-    let projection = Projection::document(Totals);
+    let projection = Projection::document(AccountBalances);
     let options = ProjectorOptions::new()
         .batch_size(500)
         .group(format!("bench{unique}"));
@@ -219,13 +436,24 @@ async fn main() -> anyhow::Result<()> {
     live.wait_for(Duration::from_secs(3600), |p| p.caught_up())
         .await?;
     let first = started.elapsed();
+    let first_applied = live.progress().applied;
     live.stop().await?;
     let report = ops::rebuild(&db, &kafka, &projection, options, |_| {}).await?;
+    anyhow::ensure!(
+        first_applied == written && report.applied == written,
+        "applied {first_applied} and {} of {written}",
+        report.applied
+    );
+    let documents = annals_projections::read::documents::<AccountBalances>(&db).await?;
+    anyhow::ensure!(
+        documents.len() as u64 == accounts && documents.values().all(|d| d.version == PER_ACCOUNT),
+        "every account is complete"
+    );
 
     let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
     let (c, u, f, r) = (
         rate(consumed, consume),
-        rate(written, upsert),
+        rate(upserted, upsert),
         rate(written, first),
         rate(report.applied, report.elapsed),
     );

@@ -176,18 +176,35 @@ pub enum SagaEvent<I> {
 impl<I> SagaEvent<I> {
     /// A short description for logs and trails, naming steps by `steps`.
     pub fn describe<S>(&self, steps: &[crate::Step<S>]) -> String {
-        let name = |i: &usize| steps.get(*i).map_or("?", |s| s.name);
+        // Without the saga's definition (a generic tool), steps are named by number and
+        // commands by what they are.
+        let name = |i: &usize| {
+            steps
+                .get(*i)
+                .map_or_else(|| format!("step {i}"), |s| s.name.to_owned())
+        };
+        let sent = |i: &usize, c: &Outgoing| match steps.get(*i) {
+            Some(s) => s.name.to_owned(),
+            None => format!(
+                "step {i} ({} to {}/{})",
+                c.command_type, c.aggregate_type, c.aggregate_id
+            ),
+        };
         match self {
             SagaEvent::Started { .. } => "started".to_owned(),
             SagaEvent::CommandSent {
                 step,
                 direction: Direction::Forward,
                 attempt,
+                command,
                 ..
-            } => format!("{} sent (attempt {attempt})", name(step)),
-            SagaEvent::CommandSent { step, attempt, .. } => {
-                format!("undo {} sent (attempt {attempt})", name(step))
-            }
+            } => format!("{} sent (attempt {attempt})", sent(step, command)),
+            SagaEvent::CommandSent {
+                step,
+                attempt,
+                command,
+                ..
+            } => format!("undo {} sent (attempt {attempt})", sent(step, command)),
             SagaEvent::CommandResent { step, resends, .. } => {
                 format!("{} resent ({resends})", name(step))
             }

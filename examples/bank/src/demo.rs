@@ -235,6 +235,10 @@ async fn run_on_kafka(options: KafkaStoreOptions) -> anyhow::Result<()> {
         .context("connecting the command bus")?;
     run_accounts(&bus).await?;
     run_transfers_on_kafka(&options, &bus).await?;
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => show_read_models(&options, &url).await?,
+        _ => println!("\n(set DATABASE_URL to see the read models in Postgres)"),
+    }
 
     println!("\n== audit: every stream verifies ==");
     let store: Arc<dyn EventStore> = Arc::new(
@@ -301,6 +305,86 @@ async fn run_transfers_on_kafka(
         println!("  {:?}: {}", view.status, view.trail.join(" > "));
     }
     service.shutdown().await;
+    Ok(())
+}
+
+/// Creates a database of its own for this run on the server of `url` and returns its
+/// URL, so the demo's read models start empty.
+async fn fresh_database(url: &str, name: &str) -> anyhow::Result<String> {
+    use sqlx::Connection as _;
+    let mut admin = sqlx::PgConnection::connect(url)
+        .await
+        .with_context(|| format!("connecting to Postgres at {url}"))?;
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .with_context(|| format!("creating database {name}"))?;
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
+    Ok(format!("{server}/{name}{query}"))
+}
+
+/// Projects the run's events into Postgres and reads the models back: balances
+/// (document projection), the transaction history (SQL projection) and the transfer
+/// sagas' states, each exactly once however often the projectors restart.
+async fn show_read_models(options: &KafkaStoreOptions, url: &str) -> anyhow::Result<()> {
+    use crate::read_models;
+    use crate::transfer_read_model::TransferSagas;
+    println!("\n== read models in Postgres ==");
+    let name = options.prefix().replace('-', "_");
+    let db_url = fresh_database(url, &name).await?;
+    let db = annals_projections::Database::connect(&db_url).await?;
+    let projectors = read_models::start(&db, options).await?;
+    println!("projecting into database {name}");
+    // The read models follow the events: wait until they have caught up.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let alice = read_models::balance(&db, "alice").await?;
+        let sagas = annals_projections::read::documents::<TransferSagas>(&db).await?;
+        let settled = sagas.len() == 2 && sagas.values().all(|t| t.status.is_final());
+        if alice.as_ref().is_some_and(|a| a.balance == 4_500) && settled {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the read models did not catch up within a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for id in ["alice", "bob", "carol"] {
+        if let Some(a) = read_models::balance(&db, id).await? {
+            println!(
+                "{id:>5}: {} ({:?}, version {})",
+                eur(a.balance),
+                a.status,
+                a.version
+            );
+        }
+    }
+    let history = read_models::history(&db, "alice", 10).await?;
+    println!("alice's history: {} movements, newest first", history.len());
+    for m in history {
+        println!(
+            "  #{} {:?} {} -> balance {}",
+            m.sequence,
+            m.kind,
+            m.amount,
+            eur(m.balance_after)
+        );
+    }
+    for (id, t) in annals_projections::read::documents::<TransferSagas>(&db).await? {
+        println!("transfer {id}: {:?} ({})", t.status, t.last_step);
+    }
+    println!(
+        "totals by currency: {:?}",
+        read_models::total_balance(&db).await?
+    );
+    for p in projectors {
+        p.stop().await?;
+    }
     Ok(())
 }
 

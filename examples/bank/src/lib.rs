@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod domain;
 pub mod http;
+pub mod read_models;
 pub mod service;
 pub mod services;
 pub mod transfer_read_model;

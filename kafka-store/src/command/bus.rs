@@ -46,6 +46,7 @@ pub struct CommandBus<A> {
     listener: JoinHandle<()>,
     codec: Arc<dyn Codec>,
     upcasters: Arc<Upcasters>,
+    aggregate_type: String,
     aggregate: PhantomData<fn() -> A>,
 }
 
@@ -59,8 +60,18 @@ impl<A: Aggregate> CommandBus<A> {
     /// Connects: creates the command and reply topics if needed and starts listening on
     /// one reply partition.
     pub async fn connect(options: KafkaStoreOptions) -> Result<Self, KafkaStoreError> {
-        let commands_topic = options.commands_topic(A::TYPE);
-        let replies_topic = options.replies_topic(A::TYPE);
+        Self::connect_as(options, A::TYPE).await
+    }
+
+    /// Connects to the topics of `aggregate_type` rather than `A::TYPE`: for tools that
+    /// send commands of a type known only at run time, using a stand-in `A` whose
+    /// commands and events serialize like the real ones (the CLI does this for sagas).
+    pub async fn connect_as(
+        options: KafkaStoreOptions,
+        aggregate_type: &str,
+    ) -> Result<Self, KafkaStoreError> {
+        let commands_topic = options.commands_topic(aggregate_type);
+        let replies_topic = options.replies_topic(aggregate_type);
         let partitions = ensure_topic(&options, &commands_topic, TopicKind::Commands).await?;
         let reply_partitions = ensure_topic(&options, &replies_topic, TopicKind::Replies).await?;
         // Spread callers over the reply partitions; replies for others are ignored.
@@ -122,6 +133,7 @@ impl<A: Aggregate> CommandBus<A> {
             listener,
             codec: Arc::new(JsonCodec),
             upcasters: Arc::new(Upcasters::new()),
+            aggregate_type: aggregate_type.to_owned(),
             aggregate: PhantomData,
         })
     }
@@ -151,7 +163,7 @@ impl<A: Aggregate> CommandBus<A> {
         expected: Option<ExpectedVersion>,
     ) -> Result<Committed<A::Event>, CommandError<A::Rejection>> {
         let id = command.aggregate_id();
-        let aggregate = AggregateRef::new(A::TYPE, id.clone());
+        let aggregate = AggregateRef::new(self.aggregate_type.clone(), id.clone());
         if let Err(reason) = id.validate() {
             return Err(Error::InvalidRequest {
                 aggregate,

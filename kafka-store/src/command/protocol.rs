@@ -13,6 +13,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// aggregate type's reply topic (a saga has answers delivered to its own command topic).
 pub const REPLY_TOPIC_HEADER: &str = "annals-reply-topic";
 
+/// Header of a reply record carrying the answered command's correlation id, so that the
+/// aggregate receiving the answer (a saga) records it in the same correlation.
+pub const REPLY_CORRELATION_HEADER: &str = "annals-correlation-id";
+
 /// Header of a command record naming the key of its reply record, when not the command
 /// id (a saga's id, so that the answer names the saga instance).
 pub const REPLY_KEY_HEADER: &str = "annals-reply-key";

@@ -12,8 +12,9 @@ use annals_core::hash::{ChainVerifier, EventHash};
 use annals_core::partition::partition_for;
 use annals_core::repository::{decode_event, encode_event};
 use annals_core::{
-    Actor, Aggregate, AggregateId, AggregateRef, Command, CommandContext, CommandId, Envelope,
-    Error, EventId, Metadata, Offset, Partition, Position, RawEnvelope, Version,
+    Actor, Aggregate, AggregateId, AggregateRef, CausationId, Command, CommandContext, CommandId,
+    CorrelationId, Envelope, Error, EventId, Metadata, Offset, Partition, Position, RawEnvelope,
+    Version,
 };
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
@@ -21,8 +22,8 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset as KOffset, TopicPartitionList};
 
 use super::protocol::{
-    CommandRecord, Outcome, PROTOCOL_VERSION, REPLY_KEY_HEADER, REPLY_TOPIC_HEADER, ReplyRecord,
-    SnapshotRecord,
+    CommandRecord, Outcome, PROTOCOL_VERSION, REPLY_CORRELATION_HEADER, REPLY_KEY_HEADER,
+    REPLY_TOPIC_HEADER, ReplyRecord, SnapshotRecord,
 };
 use super::reactions::{Outbound, answer_command_id};
 use super::runtime::Runtime;
@@ -119,6 +120,7 @@ struct ReplyRoute {
     topic: Option<String>,
     partition: u32,
     key: Option<String>,
+    correlation: Option<CorrelationId>,
 }
 
 enum Reply {
@@ -503,10 +505,19 @@ impl<A: Aggregate> Worker<A> {
         for (route, command_id, bytes) in answers {
             let key = route.key.unwrap_or_else(|| command_id.to_string());
             let topic = route.topic.as_deref().unwrap_or(&rt.replies_topic);
+            let correlation = route.correlation.map(|c| c.to_string());
+            let mut headers = OwnedHeaders::new();
+            if let Some(c) = &correlation {
+                headers = headers.insert(Header {
+                    key: REPLY_CORRELATION_HEADER,
+                    value: Some(c.as_bytes()),
+                });
+            }
             let record = FutureRecord::to(topic)
                 .partition(partition_i32(route.partition))
                 .key(key.as_bytes())
-                .payload(&bytes);
+                .payload(&bytes)
+                .headers(headers);
             // The delivery is not awaited: the caller's timeout covers a lost reply.
             if let Err((e, _)) = rt.replies.send_result(record) {
                 tracing::warn!(partition = self.partition, %command_id, error = %e, "reply not sent");
@@ -521,11 +532,12 @@ impl<A: Aggregate> Worker<A> {
         replies: &mut Vec<(ReplyRoute, CommandId, Reply)>,
     ) -> Option<(CommandRecord<A::Command>, Option<ReplyRoute>)> {
         let payload = message.payload().unwrap_or_default();
-        let route = |partition: Option<u32>| {
+        let route = |partition: Option<u32>, correlation: Option<CorrelationId>| {
             partition.map(|partition| ReplyRoute {
                 topic: header(message, REPLY_TOPIC_HEADER),
                 partition,
                 key: header(message, REPLY_KEY_HEADER),
+                correlation,
             })
         };
         if let Some(answer) = self.answer_as_command(message, payload) {
@@ -533,11 +545,11 @@ impl<A: Aggregate> Worker<A> {
         }
         match serde_json::from_slice::<CommandRecord<A::Command>>(payload) {
             Ok(record) if record.v == PROTOCOL_VERSION => {
-                let reply_to = route(record.reply_to);
+                let reply_to = route(record.reply_to, Some(record.metadata.correlation_id));
                 Some((record, reply_to))
             }
             Ok(record) => {
-                if let Some(r) = route(record.reply_to) {
+                if let Some(r) = route(record.reply_to, Some(record.metadata.correlation_id)) {
                     replies.push((
                         r,
                         record.metadata.command_id,
@@ -563,7 +575,7 @@ impl<A: Aggregate> Worker<A> {
                     "malformed command skipped"
                 );
                 if let Some(env) = envelope
-                    && let Some(r) = route(env.reply_to)
+                    && let Some(r) = route(env.reply_to, Some(env.metadata.correlation_id))
                 {
                     replies.push((
                         r,
@@ -717,7 +729,7 @@ impl<A: Aggregate> Worker<A> {
                 ));
                 Some(CommandRecord {
                     v: PROTOCOL_VERSION,
-                    metadata: Metadata::new(Actor::system(), command_id),
+                    metadata: Metadata::new(Actor::new(format!("timer:{}", A::TYPE)), command_id),
                     expected: None,
                     reply_to: None,
                     command: reactions.tick(id),
@@ -737,9 +749,21 @@ impl<A: Aggregate> Worker<A> {
         let key = message.key().and_then(|k| std::str::from_utf8(k).ok())?;
         let command =
             reactions.on_reply(&AggregateId::new(key), reply.command_id, &reply.outcome)?;
+        // Recorded as the aggregate's own reaction to the answer, in the correlation of
+        // the command it answers.
+        let mut metadata = Metadata::new(
+            Actor::new(format!("reaction:{}", A::TYPE)),
+            answer_command_id(reply.command_id),
+        );
+        metadata.causation_id = CausationId(reply.command_id.0);
+        if let Some(c) =
+            header(message, REPLY_CORRELATION_HEADER).and_then(|c| uuid::Uuid::parse_str(&c).ok())
+        {
+            metadata.correlation_id = CorrelationId(c);
+        }
         Some(CommandRecord {
             v: PROTOCOL_VERSION,
-            metadata: Metadata::new(Actor::system(), answer_command_id(reply.command_id)),
+            metadata,
             expected: None,
             reply_to: None,
             command,

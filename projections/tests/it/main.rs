@@ -4,6 +4,7 @@
 
 mod exactly_once;
 mod handover;
+mod kill9;
 mod memory;
 mod model;
 mod poison;
