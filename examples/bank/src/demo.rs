@@ -337,7 +337,16 @@ async fn show_read_models(options: &KafkaStoreOptions, url: &str) -> anyhow::Res
     let name = options.prefix().replace('-', "_");
     let db_url = fresh_database(url, &name).await?;
     let db = annals_projections::Database::connect(&db_url).await?;
-    let projectors = read_models::start(&db, options).await?;
+    let mut projectors = read_models::start(&db, options).await?;
+    projectors.push(
+        annals_projections::Projector::new(
+            db.clone(),
+            options.clone(),
+            annals_projections::Projection::document(TransferSagas),
+        )
+        .start()
+        .await?,
+    );
     println!("projecting into database {name}");
     // The read models follow the events: wait until they have caught up.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

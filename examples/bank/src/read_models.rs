@@ -55,9 +55,6 @@ pub fn registry() -> Projections {
     Projections::new()
         .with(Projection::document(AccountBalances))
         .with(Projection::sql(TransactionHistory))
-        .with(Projection::document(
-            crate::transfer_read_model::TransferSagas,
-        ))
 }
 
 /// Starts a projector for each of the bank's read models (creating their tables the

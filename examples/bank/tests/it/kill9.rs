@@ -319,6 +319,39 @@ async fn a_thousand_transfers_survive_kill_9_of_the_transfer_service() {
         total += loaded.state.balance();
     }
     assert_eq!(total, INITIAL * ACCOUNTS as i64, "money conserved");
+
+    // The read model, folded by a projector from the same events, says the same.
+    let Some(test_db) = crate::read_models::TestDb::create().await else {
+        return;
+    };
+    let projectors = bank::read_models::start(&test_db.db, &options)
+        .await
+        .expect("projectors start");
+    crate::support::eventually(
+        Duration::from_secs(120),
+        "the read model to catch up",
+        || async {
+            for (account, want) in &expected {
+                match bank::read_models::balance(&test_db.db, account).await {
+                    Ok(Some(b)) if b.balance == *want => {}
+                    _ => return None,
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    let totals = bank::read_models::total_balance(&test_db.db)
+        .await
+        .expect("totals");
+    assert_eq!(
+        totals.get("EUR").copied(),
+        Some(INITIAL * ACCOUNTS as i64),
+        "money conserved in the read model"
+    );
+    for p in projectors {
+        p.stop().await.expect("projector stops");
+    }
     eprintln!(
         "{TRANSFERS} transfers: {completed} completed, {compensated} compensated, {KILLS} kills"
     );

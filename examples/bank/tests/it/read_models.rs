@@ -40,14 +40,14 @@ fn server_url() -> String {
 }
 
 /// A database of the test's own, dropped with the value (even after a panic).
-struct TestDb {
-    db: Database,
+pub(crate) struct TestDb {
+    pub(crate) db: Database,
     name: String,
     url: String,
 }
 
 impl TestDb {
-    async fn create() -> Option<Self> {
+    pub(crate) async fn create() -> Option<Self> {
         let server = server_url();
         let mut admin = match sqlx::PgConnection::connect(&format!("{server}/postgres")).await {
             Ok(c) => c,

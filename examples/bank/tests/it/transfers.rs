@@ -461,3 +461,137 @@ async fn a_missed_deadline_refunds_and_a_failing_refund_is_retried_until_it_succ
     sagas.shutdown().await;
     branch_processor.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn answers_delivered_twice_have_no_second_effect() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{ClientConfig, Offset as KOffset, TopicPartitionList};
+
+    let Some(brokers) = brokers() else { return };
+    let options = options(&brokers, &unique_prefix());
+    let accounts = bank::services::accounts(&options).await.expect("accounts");
+    let transfers = bank::services::transfers(&options)
+        .await
+        .expect("transfers");
+    bank::services::wait_live(&accounts, "account")
+        .await
+        .expect("live");
+    bank::services::wait_live(&transfers, "transfer")
+        .await
+        .expect("live");
+    let bank = Bank::connect(&options).await;
+    let sagas = CommandBus::<SagaInstance<Transfer>>::connect(options.clone())
+        .await
+        .expect("saga bus");
+    bank.open("a", 1_000).await;
+    bank.open("b", 0).await;
+    start_transfer(&sagas, "t-dup", "a", "b", 100)
+        .await
+        .expect("start");
+    assert_eq!(
+        bank.finished::<Transfer>("t-dup").await.status,
+        SagaStatus::Completed
+    );
+    let (_, trail_before) = bank.saga::<Transfer>("t-dup").await;
+
+    // Every answer the saga received sits on its command topic: deliver each again.
+    let topic = options.commands_topic("transfer");
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", format!("{}-dup-reader", unique_prefix()))
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("reader");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset(&topic, p, KOffset::Beginning)
+            .expect("tpl");
+    }
+    reader.assign(&tpl).expect("assign");
+    let mut answers = Vec::new();
+    let mut at_end = std::collections::HashSet::new();
+    while at_end.len() < 3 {
+        match reader.poll(Duration::from_secs(10)) {
+            Some(Ok(m)) => {
+                let payload = m.payload().unwrap_or_default();
+                let is_answer = serde_json::from_slice::<serde_json::Value>(payload)
+                    .is_ok_and(|v| v.get("outcome").is_some());
+                if is_answer {
+                    answers.push((
+                        m.partition(),
+                        m.key().map(<[u8]>::to_vec),
+                        payload.to_vec(),
+                        m.headers().map(rdkafka::message::BorrowedHeaders::detach),
+                    ));
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => panic!("reading the saga's command topic: {e}"),
+            None => panic!("the saga's command topic did not reach its end"),
+        }
+    }
+    assert_eq!(
+        answers.len(),
+        3,
+        "one answer per step: verify, debit, credit"
+    );
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("producer");
+    let mut written: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
+    for (partition, key, payload, headers) in &answers {
+        let mut record = FutureRecord::to(&topic)
+            .partition(*partition)
+            .payload(payload);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(h) = headers {
+            record = record.headers(h.clone());
+        }
+        let delivery = producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .expect("duplicate sent");
+        let end = written.entry(delivery.partition).or_default();
+        *end = (*end).max(delivery.offset + 1);
+    }
+    assert!(!written.is_empty(), "the duplicates were written");
+
+    // A command behind the duplicates on their partition: once it is answered, the
+    // processor has handled the duplicates (a partition is processed in order). A
+    // transfer to oneself is refused before anything moves, so it changes nothing.
+    for partition in written.keys() {
+        let probe = (0..)
+            .map(|i| format!("probe-{i}"))
+            .find(|id| {
+                annals_core::partition::partition_for(id.as_bytes(), 3)
+                    == u32::try_from(*partition).unwrap_or(0)
+            })
+            .expect("some id lands on every partition");
+        let refused = start_transfer(&sagas, &probe, "a", "a", 1).await;
+        assert!(
+            matches!(
+                refused,
+                Err(CommandError::Rejected(SagaRejection::Invalid(_)))
+            ),
+            "{refused:?}"
+        );
+    }
+
+    let (state, trail_after) = bank.saga::<Transfer>("t-dup").await;
+    assert_eq!(
+        trail_after, trail_before,
+        "no saga event was added by the duplicates"
+    );
+    assert_eq!(state.status, SagaStatus::Completed);
+    assert_eq!(bank.balance("a").await, 900, "debited once");
+    assert_eq!(bank.balance("b").await, 100, "credited once");
+    accounts.shutdown().await;
+    transfers.shutdown().await;
+}
