@@ -419,9 +419,7 @@ impl<A: Aggregate> Worker<A> {
                     .send_event(&rt.events_topic, self.partition, event)?,
             );
         }
-        if !deliveries.is_empty() {
-            live.producer.flush()?;
-        }
+        // Each delivery resolves when the broker has the record: that gives its offset.
         for (event, delivery) in sealed.iter_mut().zip(deliveries) {
             event.position = Some(Position {
                 topic: rt.events_topic.clone(),
