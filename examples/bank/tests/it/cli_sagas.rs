@@ -55,16 +55,7 @@ async fn operators_list_show_retry_and_abandon_sagas() {
     let Some(brokers) = brokers() else { return };
     let prefix = unique_prefix();
     let options = options(&brokers, &prefix);
-    let accounts = bank::services::accounts(&options).await.expect("accounts");
-    let transfers = bank::services::transfers(&options)
-        .await
-        .expect("transfers");
-    bank::services::wait_live(&accounts, "account")
-        .await
-        .expect("live");
-    bank::services::wait_live(&transfers, "transfer")
-        .await
-        .expect("live");
+    let (accounts, transfers) = crate::support::start_services(&options).await;
     let bus = CommandBus::<Account>::connect(options.clone())
         .await
         .expect("bus");

@@ -59,3 +59,22 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Starts the account and transfer services in this process and waits until each owns
+/// every partition.
+pub(crate) async fn start_services(
+    options: &KafkaStoreOptions,
+) -> (
+    annals_kafka_store::ProcessorHandle,
+    annals_kafka_store::ProcessorHandle,
+) {
+    let accounts = bank::services::accounts(options).await.expect("accounts");
+    let transfers = bank::services::transfers(options).await.expect("transfers");
+    bank::services::wait_live(&accounts, "account")
+        .await
+        .expect("live");
+    bank::services::wait_live(&transfers, "transfer")
+        .await
+        .expect("live");
+    (accounts, transfers)
+}

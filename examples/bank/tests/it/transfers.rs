@@ -142,16 +142,7 @@ async fn start_transfer(
 async fn completed_refused_and_invalid_transfers_keep_money_conserved() {
     let Some(brokers) = brokers() else { return };
     let options = options(&brokers, &unique_prefix());
-    let accounts = bank::services::accounts(&options).await.expect("accounts");
-    let transfers = bank::services::transfers(&options)
-        .await
-        .expect("transfers");
-    bank::services::wait_live(&accounts, "account")
-        .await
-        .expect("live");
-    bank::services::wait_live(&transfers, "transfer")
-        .await
-        .expect("live");
+    let (accounts, transfers) = crate::support::start_services(&options).await;
     let bank = Bank::connect(&options).await;
     let sagas = CommandBus::<SagaInstance<Transfer>>::connect(options.clone())
         .await
@@ -471,16 +462,7 @@ async fn answers_delivered_twice_have_no_second_effect() {
 
     let Some(brokers) = brokers() else { return };
     let options = options(&brokers, &unique_prefix());
-    let accounts = bank::services::accounts(&options).await.expect("accounts");
-    let transfers = bank::services::transfers(&options)
-        .await
-        .expect("transfers");
-    bank::services::wait_live(&accounts, "account")
-        .await
-        .expect("live");
-    bank::services::wait_live(&transfers, "transfer")
-        .await
-        .expect("live");
+    let (accounts, transfers) = crate::support::start_services(&options).await;
     let bank = Bank::connect(&options).await;
     let sagas = CommandBus::<SagaInstance<Transfer>>::connect(options.clone())
         .await
